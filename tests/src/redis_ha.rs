@@ -1,0 +1,863 @@
+//! A real Redis high-availability topology on loopback for end-to-end tests:
+//! one master, two replicas and three Sentinels (quorum 2), as child processes.
+//!
+//! The nodes run the configuration that ships: the templates in `redis/` at the
+//! repository root, rendered with the same rule as `redis/render.sh` (every
+//! placeholder must be set and non-empty). Only addresses, ports, paths,
+//! secrets and the Sentinel timings ([`RedisHaOptions`]) differ from
+//! production. Each topology lives in its own temporary directory (configs,
+//! data, logs) with fresh ports and passwords, so tests can run in parallel.
+//!
+//! Data nodes are addressed by port (what Sentinel hands out), Sentinels by
+//! index `0..3`. Every wait polls with a deadline ([`crate::wait::until`]).
+//!
+//! Needs `redis-server` and `redis-sentinel` on `PATH`.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue};
+use tempfile::TempDir;
+
+use crate::wait;
+
+/// The name Sentinel monitors the master under (`sentinel monitor NAME ...`).
+pub const MASTER_NAME: &str = "evergreen";
+
+const HOST: &str = "127.0.0.1";
+const DATA_NODES: usize = 3;
+const SENTINELS: usize = 3;
+
+// Short timeouts: a paused node accepts TCP connections (the kernel does) but
+// never answers, and a poll must give up on it quickly to try again.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Generous: start-up normally takes ~2.2 s (Sentinels exchange hello messages
+/// every 2 s), but a loaded CI machine must not turn that into a failure.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+const PING_DEADLINE: Duration = Duration::from_secs(10);
+/// Sentinels may disagree for a moment during a failover.
+const AGREEMENT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Lines of each log printed when a test panics.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Sentinel timings; everything else is fixed by the shipped templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisHaOptions {
+    /// `sentinel down-after-milliseconds`. Production uses 5000; the shorter
+    /// default keeps failover tests fast.
+    pub down_after_ms: u64,
+    /// `sentinel failover-timeout`. Production uses 60000. It is also the
+    /// minimum gap between two failovers of the master, so tests that fail
+    /// over twice must wait for it.
+    pub failover_timeout_ms: u64,
+}
+
+impl Default for RedisHaOptions {
+    fn default() -> Self {
+        Self {
+            down_after_ms: 2000,
+            failover_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `redis/` at the repository root: the templates that ship.
+#[must_use]
+pub fn templates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../redis")
+}
+
+/// Replaces every `${NAME}` in `template` with `vars[NAME]`.
+///
+/// Same rule as `redis/render.sh`: a placeholder that is not in `vars`, is
+/// empty, or is malformed (`${` not followed by `NAME}`) is an error, and so is
+/// a value containing a newline (it could inject config directives).
+///
+/// # Errors
+/// The first offending placeholder, with its line number.
+fn render(template: &str, vars: &HashMap<&str, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let line = template[..template.len() - rest.len() + start]
+            .matches('\n')
+            .count()
+            + 1;
+        let after = &rest[start + 2..];
+        let name = after.find('}').map(|end| &after[..end]);
+        let name = match name {
+            Some(name) if is_var_name(name) => name,
+            _ => return Err(format!("line {line}: malformed placeholder")),
+        };
+        match vars.get(name) {
+            None => return Err(format!("line {line}: {name} is not set")),
+            Some(value) if value.is_empty() => return Err(format!("line {line}: {name} is empty")),
+            Some(value) if value.contains('\n') => {
+                return Err(format!("line {line}: {name} contains a newline"));
+            }
+            Some(value) => out.push_str(value),
+        }
+        rest = &after[name.len() + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Data,
+    Sentinel,
+}
+
+/// One Redis or Sentinel process and its files.
+#[derive(Debug)]
+struct Node {
+    kind: Kind,
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    /// `None` once killed.
+    child: Option<Child>,
+}
+
+impl Node {
+    fn name(&self) -> String {
+        match self.kind {
+            Kind::Data => format!("redis-server :{}", self.port),
+            Kind::Sentinel => format!("redis-sentinel :{}", self.port),
+        }
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name());
+        // Append: a restarted node's log keeps its previous life, which is
+        // usually what explains a failure.
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the log file in the topology's temp dir can be opened");
+        writeln!(log, "=== evergreen-tests: starting {} ===", self.name())
+            .expect("the log file is writable");
+        let program = match self.kind {
+            Kind::Data => "redis-server",
+            Kind::Sentinel => "redis-sentinel",
+        };
+        let child = Command::new(program)
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the log file handle can be cloned"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program} (apt-get install redis-server redis-sentinel): {e}")
+            });
+        self.child = Some(child);
+    }
+
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name()))
+            .id()
+    }
+
+    /// `kill -SIG PID`: std can only send SIGKILL and the workspace forbids the
+    /// `unsafe` that `libc::kill` needs.
+    fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("the kill command runs");
+        assert!(
+            status.success(),
+            "kill -{signal} {pid} ({}) failed",
+            self.name()
+        );
+    }
+
+    /// SIGKILL and reap. Works on a stopped (SIGSTOP) process too: SIGKILL is
+    /// delivered without the process running.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Fails only if the process already exited, which is fine.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read(&self.log).map_or_else(
+            |e| format!("(cannot read {}: {e})", self.log.display()),
+            |bytes| String::from_utf8_lossy(&bytes).into_owned(),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+/// A running master + 2 replicas + 3 Sentinels; everything is killed on drop.
+#[derive(Debug)]
+pub struct RedisHa {
+    dir: TempDir,
+    password: String,
+    sentinel_password: String,
+    options: RedisHaOptions,
+    /// Index 0 is the initial master.
+    data: Vec<Node>,
+    sentinels: Vec<Node>,
+}
+
+impl RedisHa {
+    /// Renders the shipped templates into a fresh temp dir and starts the
+    /// topology. Returns once the master has both replicas in sync and every
+    /// Sentinel knows the master, both replicas and the two other Sentinels,
+    /// i.e. once a failover could happen. Prints how long that took.
+    ///
+    /// # Panics
+    /// When a template cannot be rendered, a binary is missing, or the
+    /// topology does not converge within 20 s.
+    pub async fn start(options: RedisHaOptions) -> Self {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("evergreen-redis-ha-")
+            .tempdir()
+            .expect("a temp dir can be created");
+        let password = uuid::Uuid::new_v4().to_string();
+        // Distinct from the data password so a client mixing them up fails.
+        let sentinel_password = uuid::Uuid::new_v4().to_string();
+        let data_ports: Vec<u16> = (0..DATA_NODES).map(|_| wait::free_port()).collect();
+        let sentinel_ports: Vec<u16> = (0..SENTINELS).map(|_| wait::free_port()).collect();
+
+        let mut vars: HashMap<&str, String> = HashMap::from([
+            ("REDIS_BIND", HOST.to_owned()),
+            ("REDIS_ANNOUNCE_HOST", HOST.to_owned()),
+            ("SENTINEL_ANNOUNCE_HOST", HOST.to_owned()),
+            ("REDIS_PASSWORD", password.clone()),
+            ("SENTINEL_PASSWORD", sentinel_password.clone()),
+            ("MASTER_NAME", MASTER_NAME.to_owned()),
+            ("MASTER_HOST", HOST.to_owned()),
+            ("MASTER_PORT", data_ports[0].to_string()),
+            ("SENTINEL_DOWN_AFTER_MS", options.down_after_ms.to_string()),
+            (
+                "SENTINEL_FAILOVER_TIMEOUT_MS",
+                options.failover_timeout_ms.to_string(),
+            ),
+        ]);
+        let templates = templates_dir();
+
+        let mut data = Vec::new();
+        for (i, &port) in data_ports.iter().enumerate() {
+            let node_dir = dir.path().join(format!("redis-{i}"));
+            fs::create_dir(&node_dir).expect("node dir can be created");
+            vars.insert("REDIS_PORT", port.to_string());
+            vars.insert("REDIS_DATA_DIR", path_var(&node_dir));
+            let template = if i == 0 {
+                "master.conf.template"
+            } else {
+                "replica.conf.template"
+            };
+            let config = node_dir.join("redis.conf");
+            render_file(&templates.join(template), &config, &vars);
+            data.push(Node {
+                kind: Kind::Data,
+                port,
+                config,
+                log: node_dir.join("redis.log"),
+                child: None,
+            });
+        }
+        let mut sentinels = Vec::new();
+        for (i, &port) in sentinel_ports.iter().enumerate() {
+            let node_dir = dir.path().join(format!("sentinel-{i}"));
+            fs::create_dir(&node_dir).expect("node dir can be created");
+            vars.insert("SENTINEL_PORT", port.to_string());
+            vars.insert("SENTINEL_DATA_DIR", path_var(&node_dir));
+            let config = node_dir.join("sentinel.conf");
+            render_file(&templates.join("sentinel.conf.template"), &config, &vars);
+            sentinels.push(Node {
+                kind: Kind::Sentinel,
+                port,
+                config,
+                log: node_dir.join("sentinel.log"),
+                child: None,
+            });
+        }
+
+        // Built before anything runs, so a panic below still kills every child.
+        let mut ha = Self {
+            dir,
+            password,
+            sentinel_password,
+            options,
+            data,
+            sentinels,
+        };
+        for node in &mut ha.data {
+            node.spawn();
+        }
+        // Sentinels start only once both replicas are attached: a Sentinel
+        // learns replicas from the master's INFO, which it polls every 10 s
+        // after the first time, so starting it early can cost 10 s.
+        ha.wait_until_in_sync(ha.data[0].port, START_DEADLINE).await;
+        for node in &mut ha.sentinels {
+            node.spawn();
+        }
+        wait::until(
+            "every Sentinel to know the master, 2 replicas and 2 other Sentinels",
+            START_DEADLINE,
+            || ha.try_sentinels_agree(),
+        )
+        .await;
+        eprintln!(
+            "redis-ha: master :{} replicas {:?} sentinels {:?} ready in {:.2} s ({})",
+            data_ports[0],
+            &data_ports[1..],
+            sentinel_ports,
+            started.elapsed().as_secs_f64(),
+            ha.dir.path().display(),
+        );
+        ha
+    }
+
+    /// The password of the data nodes (`requirepass`, `masterauth`).
+    #[must_use]
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The password of the Sentinels (their `requirepass`), distinct from
+    /// [`Self::password`].
+    #[must_use]
+    pub fn sentinel_password(&self) -> &str {
+        &self.sentinel_password
+    }
+
+    /// The name the Sentinels monitor the master under.
+    #[must_use]
+    pub fn master_name(&self) -> &str {
+        MASTER_NAME
+    }
+
+    /// The options the topology was started with.
+    #[must_use]
+    pub fn options(&self) -> RedisHaOptions {
+        self.options
+    }
+
+    /// `"127.0.0.1:PORT"` of every Sentinel, killed ones included, in index
+    /// order.
+    #[must_use]
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| format!("{HOST}:{}", s.port))
+            .collect()
+    }
+
+    /// Ports of the data nodes; index 0 is the initial master.
+    #[must_use]
+    pub fn data_ports(&self) -> Vec<u16> {
+        self.data.iter().map(|n| n.port).collect()
+    }
+
+    /// Pids of every running child, for leak checks.
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        self.data
+            .iter()
+            .chain(&self.sentinels)
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// The temp dir holding every node's config, data and log.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The master port a majority (2 of 3) of the Sentinels report
+    /// (`SENTINEL GET-MASTER-ADDR-BY-NAME`), waiting up to 5 s for them to
+    /// agree.
+    ///
+    /// # Panics
+    /// When no majority agrees within 5 s.
+    pub async fn master_port(&self) -> u16 {
+        wait::until(
+            "a majority of the Sentinels to agree on the master",
+            AGREEMENT_DEADLINE,
+            || self.try_master_port(),
+        )
+        .await
+    }
+
+    /// A new authenticated connection to a data node, with short connect
+    /// (500 ms) and response (1 s) timeouts.
+    ///
+    /// # Panics
+    /// When the node does not answer.
+    pub async fn connection(&self, port: u16) -> MultiplexedConnection {
+        connect(port, &self.password)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to redis-server :{port}: {e}"))
+    }
+
+    /// `role` from `INFO replication`: `"master"` or `"slave"`.
+    ///
+    /// # Panics
+    /// When the node does not answer within ~1.5 s.
+    pub async fn role(&self, port: u16) -> String {
+        self.info_replication(port)
+            .await
+            .get("role")
+            .cloned()
+            .unwrap_or_else(|| panic!("redis-server :{port}: INFO replication has no role"))
+    }
+
+    /// `INFO replication` of a data node as key/value pairs.
+    ///
+    /// # Panics
+    /// When the node does not answer within ~1.5 s.
+    pub async fn info_replication(&self, port: u16) -> HashMap<String, String> {
+        self.try_info_replication(port)
+            .await
+            .unwrap_or_else(|e| panic!("INFO replication on redis-server :{port}: {e}"))
+    }
+
+    /// Freezes a data node (SIGSTOP): it keeps its sockets open but answers
+    /// nothing, like a hung or partitioned host.
+    ///
+    /// # Panics
+    /// When `port` is not a running data node.
+    pub fn pause(&self, port: u16) {
+        self.node(port).signal("STOP");
+    }
+
+    /// Resumes a node frozen by [`Self::pause`] (SIGCONT).
+    ///
+    /// # Panics
+    /// When `port` is not a running data node.
+    pub fn resume(&self, port: u16) {
+        self.node(port).signal("CONT");
+    }
+
+    /// Kills a data node (SIGKILL, a crash: no shutdown save, no AOF flush
+    /// beyond `everysec`) and reaps it.
+    ///
+    /// # Panics
+    /// When `port` is not a data node.
+    pub fn kill(&mut self, port: u16) {
+        self.node_mut(port).kill();
+    }
+
+    /// Starts a killed data node again from its own config file and data dir
+    /// (as rewritten by Redis and Sentinel while it ran) and waits until it
+    /// answers PING, i.e. has loaded its data.
+    ///
+    /// # Panics
+    /// When the node is still running or does not answer within 10 s.
+    pub async fn restart(&mut self, port: u16) {
+        self.node_mut(port).spawn();
+        let password = self.password.clone();
+        wait::until(
+            &format!("redis-server :{port} to answer PING after a restart"),
+            PING_DEADLINE,
+            || {
+                let password = password.clone();
+                async move {
+                    let mut conn = connect(port, &password).await?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Kills Sentinel `index` (`0..3`) with SIGKILL and reaps it.
+    ///
+    /// # Panics
+    /// When `index` is out of range.
+    pub fn kill_sentinel(&mut self, index: usize) {
+        self.sentinels[index].kill();
+    }
+
+    /// Asks the first running Sentinel for a graceful failover
+    /// (`SENTINEL FAILOVER evergreen`); returns once it has accepted.
+    ///
+    /// # Panics
+    /// When no Sentinel runs or the Sentinel refuses (e.g. a failover is in
+    /// progress, or the last one was less than `failover_timeout_ms` ago).
+    pub async fn sentinel_failover(&self) {
+        let sentinel = self
+            .sentinels
+            .iter()
+            .find(|s| s.child.is_some())
+            .expect("a Sentinel is running");
+        let result: Result<String, String> = async {
+            let mut conn = connect(sentinel.port, &self.sentinel_password).await?;
+            redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(MASTER_NAME)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = result {
+            panic!("SENTINEL FAILOVER on {}: {e}", sentinel.name());
+        }
+    }
+
+    /// Waits until a majority of the Sentinels names a master other than
+    /// `old_port` and that node reports `role:master`; returns its port.
+    ///
+    /// # Panics
+    /// When that does not happen within `deadline`.
+    pub async fn wait_for_master_change(&self, old_port: u16, deadline: Duration) -> u16 {
+        wait::until(
+            &format!("the Sentinels to promote a master other than :{old_port}"),
+            deadline,
+            || async {
+                let port = self.try_master_port().await?;
+                if port == old_port {
+                    return Err(format!("the Sentinels still name :{old_port}"));
+                }
+                let info = self.try_info_replication(port).await?;
+                match info.get("role").map(String::as_str) {
+                    Some("master") => Ok(port),
+                    role => Err(format!(
+                        "the Sentinels name :{port}, whose role is {role:?}"
+                    )),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until data node `port` is a replica of `master_port` with its
+    /// replication link up.
+    ///
+    /// # Panics
+    /// When that does not happen within `deadline`.
+    pub async fn wait_until_replica_of(&self, port: u16, master_port: u16, deadline: Duration) {
+        wait::until(
+            &format!("redis-server :{port} to replicate from :{master_port}"),
+            deadline,
+            || self.try_replica_of(port, master_port),
+        )
+        .await;
+    }
+
+    /// Waits until `master_port` is a master and every other running data
+    /// node replicates from it with its link up and shows `online` on the
+    /// master.
+    ///
+    /// # Panics
+    /// When that does not happen within `deadline`.
+    pub async fn wait_until_in_sync(&self, master_port: u16, deadline: Duration) {
+        wait::until(
+            &format!("every replica to be in sync with :{master_port}"),
+            deadline,
+            || self.try_in_sync(master_port),
+        )
+        .await;
+    }
+
+    fn node(&self, port: u16) -> &Node {
+        self.data
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!(":{port} is not a data node of this topology"))
+    }
+
+    fn node_mut(&mut self, port: u16) -> &mut Node {
+        self.data
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!(":{port} is not a data node of this topology"))
+    }
+
+    fn running_sentinels(&self) -> impl Iterator<Item = &Node> {
+        self.sentinels.iter().filter(|s| s.child.is_some())
+    }
+
+    async fn try_info_replication(&self, port: u16) -> Result<HashMap<String, String>, String> {
+        let mut conn = connect(port, &self.password).await?;
+        let text: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!(":{port}: {e}"))?;
+        Ok(parse_info(&text))
+    }
+
+    async fn sentinel_query<T: FromRedisValue>(
+        &self,
+        port: u16,
+        args: &[&str],
+    ) -> Result<T, String> {
+        let mut conn = connect(port, &self.sentinel_password).await?;
+        redis::cmd("SENTINEL")
+            .arg(args)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("sentinel :{port}: {e}"))
+    }
+
+    /// The master port named by more than half of all Sentinels (killed ones
+    /// count as not answering, as they would for a quorum).
+    async fn try_master_port(&self) -> Result<u16, String> {
+        let answers = join_all(self.running_sentinels().map(|s| async move {
+            let addr: Vec<String> = self
+                .sentinel_query(s.port, &["GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
+                .await?;
+            match addr.as_slice() {
+                [_, port] => port.parse::<u16>().map_err(|e| e.to_string()),
+                _ => Err(format!("sentinel :{}: unexpected answer {addr:?}", s.port)),
+            }
+        }))
+        .await;
+        let mut votes: HashMap<u16, usize> = HashMap::new();
+        for port in answers.iter().flatten() {
+            *votes.entry(*port).or_default() += 1;
+        }
+        votes
+            .into_iter()
+            .find(|&(_, n)| n * 2 > self.sentinels.len())
+            .map(|(port, _)| port)
+            .ok_or_else(|| format!("no majority among {answers:?}"))
+    }
+
+    async fn try_replica_of(&self, port: u16, master_port: u16) -> Result<(), String> {
+        let info = self.try_info_replication(port).await?;
+        let field = |k: &str| info.get(k).map_or("", String::as_str);
+        if field("role") == "slave"
+            && field("master_port") == master_port.to_string()
+            && field("master_link_status") == "up"
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                ":{port}: role {:?}, master_port {:?}, master_link_status {:?}",
+                field("role"),
+                field("master_port"),
+                field("master_link_status"),
+            ))
+        }
+    }
+
+    async fn try_in_sync(&self, master_port: u16) -> Result<(), String> {
+        let replicas: Vec<u16> = self
+            .data
+            .iter()
+            .filter(|n| n.child.is_some() && n.port != master_port)
+            .map(|n| n.port)
+            .collect();
+        let info = self.try_info_replication(master_port).await?;
+        if info.get("role").map(String::as_str) != Some("master") {
+            return Err(format!(":{master_port} is not a master: {info:?}"));
+        }
+        // slaveN:ip=127.0.0.1,port=26402,state=online,offset=833,lag=1
+        let mut online: Vec<u16> = info
+            .iter()
+            .filter(|(k, _)| k.starts_with("slave") && k[5..].parse::<u32>().is_ok())
+            .filter_map(|(_, v)| {
+                let fields: HashMap<&str, &str> =
+                    v.split(',').filter_map(|f| f.split_once('=')).collect();
+                (fields.get("state") == Some(&"online"))
+                    .then(|| fields.get("port")?.parse().ok())
+                    .flatten()
+            })
+            .collect();
+        online.sort_unstable();
+        let mut expected = replicas.clone();
+        expected.sort_unstable();
+        if online != expected {
+            return Err(format!(
+                "online replicas of :{master_port} are {online:?}, want {expected:?}"
+            ));
+        }
+        for result in join_all(
+            replicas
+                .iter()
+                .map(|&p| self.try_replica_of(p, master_port)),
+        )
+        .await
+        {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Every Sentinel names the initial master and knows both replicas (as
+    /// healthy replicas) and the two other Sentinels.
+    async fn try_sentinels_agree(&self) -> Result<(), String> {
+        let master_port = self.data[0].port.to_string();
+        for result in join_all(self.sentinels.iter().map(|s| async {
+            let master: Vec<String> = self
+                .sentinel_query(s.port, &["MASTER", MASTER_NAME])
+                .await?;
+            let master = pairs(&master);
+            let want = [
+                ("port", master_port.as_str()),
+                ("flags", "master"),
+                ("num-slaves", "2"),
+                ("num-other-sentinels", "2"),
+            ];
+            for (key, value) in want {
+                if master.get(key).copied() != Some(value) {
+                    return Err(format!("sentinel :{}: SENTINEL MASTER {master:?}", s.port));
+                }
+            }
+            let replicas: Vec<Vec<String>> = self
+                .sentinel_query(s.port, &["REPLICAS", MASTER_NAME])
+                .await?;
+            let healthy = replicas
+                .iter()
+                .filter(|r| pairs(r).get("flags").copied() == Some("slave"))
+                .count();
+            if healthy == 2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sentinel :{}: SENTINEL REPLICAS {replicas:?}",
+                    s.port
+                ))
+            }
+        }))
+        .await
+        {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisHa {
+    fn drop(&mut self) {
+        // Sentinels first, so none of them reacts to the data nodes dying.
+        for node in self.sentinels.iter_mut().chain(&mut self.data) {
+            node.kill();
+        }
+        if std::thread::panicking() {
+            for node in self.data.iter().chain(&self.sentinels) {
+                eprintln!(
+                    "----- {} (last {LOG_TAIL_LINES} lines of {}) -----\n{}",
+                    node.name(),
+                    node.log.display(),
+                    node.log_tail(),
+                );
+            }
+        }
+    }
+}
+
+async fn connect(port: u16, password: &str) -> Result<MultiplexedConnection, String> {
+    let client = redis::Client::open(format!("redis://:{password}@{HOST}:{port}/"))
+        .map_err(|e| e.to_string())?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| format!(":{port}: {e}"))
+}
+
+fn render_file(template: &Path, output: &Path, vars: &HashMap<&str, String>) {
+    let text = fs::read_to_string(template)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", template.display()));
+    let rendered = render(&text, vars).unwrap_or_else(|e| panic!("{}: {e}", template.display()));
+    // Redis and Sentinel rewrite this file (CONFIG REWRITE), so it stays
+    // writable.
+    let mut file =
+        File::create(output).unwrap_or_else(|e| panic!("cannot create {}: {e}", output.display()));
+    file.write_all(rendered.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", output.display()));
+}
+
+fn path_var(path: &Path) -> String {
+    let path = path
+        .to_str()
+        .unwrap_or_else(|| panic!("{} is not UTF-8", path.display()));
+    // Redis config lines split on spaces; temp dirs never contain them, but a
+    // TMPDIR that did would fail obscurely.
+    assert!(!path.contains(' '), "{path} contains a space");
+    path.to_owned()
+}
+
+/// `INFO` text (`key:value` lines, `#` section headers) as a map.
+fn parse_info(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A flat `[key, value, key, value, ...]` Sentinel reply as a map.
+fn pairs(flat: &[String]) -> HashMap<&str, &str> {
+    flat.chunks_exact(2)
+        .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> HashMap<&'static str, String> {
+        HashMap::from([("A", "1".to_owned()), ("EMPTY", String::new())])
+    }
+
+    #[test]
+    fn render_substitutes_every_placeholder() {
+        assert_eq!(
+            render("x ${A} y ${A}\n$A", &vars()),
+            Ok("x 1 y 1\n$A".to_owned())
+        );
+    }
+
+    #[test]
+    fn render_rejects_unset_empty_and_malformed_placeholders() {
+        assert_eq!(
+            render("a\n${B}", &vars()),
+            Err("line 2: B is not set".to_owned())
+        );
+        assert_eq!(
+            render("${EMPTY}", &vars()),
+            Err("line 1: EMPTY is empty".to_owned())
+        );
+        assert_eq!(
+            render("${A", &vars()),
+            Err("line 1: malformed placeholder".to_owned())
+        );
+        assert_eq!(
+            render("${A:-x}", &vars()),
+            Err("line 1: malformed placeholder".to_owned())
+        );
+    }
+}
