@@ -1,0 +1,64 @@
+-- Buys every line of an order or none, once per idempotency key.
+-- KEYS[1]  idempotency record of (user, key)
+-- KEYS[2]  new purchase hash
+-- KEYS[3]  all purchases index    KEYS[4] the user's purchases index
+-- KEYS[5..] product hashes, one per line, in the order of the ARGV lines
+-- ARGV[1]  request fingerprint    ARGV[2] now (ms)
+-- ARGV[3]  in-flight window (ms)  ARGV[4] idempotency key lifetime (s)
+-- ARGV[5]  purchase id            ARGV[6] user id
+-- ARGV[7]  store currency         ARGV[8] created_at (RFC 3339)
+-- ARGV[9]  index member
+-- ARGV[10..] product id, quantity pairs (distinct products, quantities > 0)
+-- Returns  {'created', fields} | {'replayed', fields} | {'in_flight'} | {'key_reused'}
+--          | {'not_found', product_id} | {'archived', product_id}
+--          | {'insufficient', product_id, available}
+-- Invariants: stock never goes below zero; all lines are taken or none; the
+-- total comes from the stored prices; one key makes at most one purchase.
+local record = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', 'created_ms', 'purchase_key')
+if record[1] then
+  if record[1] ~= ARGV[1] then
+    return {'key_reused'}
+  end
+  if record[2] == 'pending' and tonumber(ARGV[2]) - tonumber(record[3]) < tonumber(ARGV[3]) then
+    return {'in_flight'}
+  end
+  -- A write, so that the caller's WAIT also covers the original purchase:
+  -- the replay is sent only once the purchase is on the replicas.
+  redis.call('HSET', KEYS[1], 'state', 'completed')
+  return {'replayed', redis.call('HGETALL', record[4])}
+end
+
+local lines = {}
+local total = 0
+for i = 1, (#ARGV - 9) / 2 do
+  local product_id = ARGV[8 + 2 * i]
+  local quantity = tonumber(ARGV[9 + 2 * i])
+  local product = redis.call('HMGET', KEYS[4 + i], 'stock', 'price_cents', 'name', 'archived')
+  if not product[1] then
+    return {'not_found', product_id}
+  end
+  if product[4] == '1' then
+    return {'archived', product_id}
+  end
+  if tonumber(product[1]) < quantity then
+    return {'insufficient', product_id, product[1]}
+  end
+  local price = tonumber(product[2])
+  lines[i] = string.format('{"product_id":"%s","name":%s,"unit_price_cents":%d,"quantity":%d}',
+    product_id, cjson.encode(product[3]), price, quantity)
+  total = total + price * quantity
+end
+
+for i = 1, #lines do
+  redis.call('HINCRBY', KEYS[4 + i], 'stock', -tonumber(ARGV[9 + 2 * i]))
+end
+redis.call('HSET', KEYS[2],
+  'id', ARGV[5], 'user_id', ARGV[6], 'items', '[' .. table.concat(lines, ',') .. ']',
+  'total_cents', string.format('%d', total), 'currency', ARGV[7],
+  'status', 'completed', 'created_at', ARGV[8])
+redis.call('ZADD', KEYS[3], 0, ARGV[9])
+redis.call('ZADD', KEYS[4], 0, ARGV[9])
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'state', 'pending',
+  'created_ms', ARGV[2], 'purchase_key', KEYS[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {'created', redis.call('HGETALL', KEYS[2])}

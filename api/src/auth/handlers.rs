@@ -1,0 +1,211 @@
+//! Register, login, refresh and logout.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpResponse, post, web};
+use uuid::Uuid;
+use validator::Validate;
+
+use super::extract::Caller;
+use super::model::{LoginRequest, RefreshRequest, TokenPair};
+use super::store::Rotation;
+use super::tokens;
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+use crate::users::model::{RegisterRequest, Role, User, normalize_email};
+use crate::users::store::NewUser;
+
+const INVALID_CREDENTIALS: &str = "invalid email or password";
+
+/// Create a customer account.
+#[utoipa::path(
+    tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = User),
+        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/register")]
+pub async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    body.validate()?;
+    let RegisterRequest {
+        email,
+        password,
+        name,
+    } = body.into_inner();
+    let email = normalize_email(&email);
+    let password_hash = state.passwords.hash(password).await?;
+    let new = NewUser {
+        email: &email,
+        name: name.trim(),
+        role: Role::Customer,
+        password_hash: &password_hash,
+    };
+    match state.users().create(new).await? {
+        Ok(user) => Ok(HttpResponse::Created()
+            .insert_header((LOCATION, format!("/api/v1/users/{}", user.id)))
+            .json(user)),
+        Err(_) => Err(ApiError::conflict(
+            "email_taken",
+            "an account with this email already exists",
+        )),
+    }
+}
+
+/// Exchange email and password for a token pair.
+#[utoipa::path(
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenPair),
+        (status = 401, description = "Wrong email or password, or disabled account", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/login")]
+pub async fn login(
+    state: web::Data<AppState>,
+    body: web::Json<LoginRequest>,
+) -> Result<web::Json<TokenPair>, ApiError> {
+    body.validate()?;
+    let LoginRequest { email, password } = body.into_inner();
+    let email = normalize_email(&email);
+    let sessions = state.sessions();
+    if let Some(retry_after_secs) = sessions.lock_remaining(&email).await? {
+        state
+            .metrics
+            .logins_failed
+            .with_label_values(&["locked"])
+            .inc();
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed logins for this account; try again later".to_owned(),
+            retry_after_secs,
+        });
+    }
+    let stored = state.users().find_by_email(&email).await?;
+    // The same argon2 work whether or not the email exists: no account probing by timing.
+    let valid = state
+        .passwords
+        .verify(password, stored.as_ref().map(|s| s.password_hash.clone()))
+        .await?;
+    let user = match stored {
+        Some(stored) if valid => stored.user,
+        _ => {
+            state
+                .metrics
+                .logins_failed
+                .with_label_values(&["credentials"])
+                .inc();
+            sessions.record_failure(&email).await?;
+            return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.to_owned()));
+        }
+    };
+    if user.disabled {
+        state
+            .metrics
+            .logins_failed
+            .with_label_values(&["disabled"])
+            .inc();
+        return Err(ApiError::Unauthorized(
+            "this account is disabled".to_owned(),
+        ));
+    }
+    sessions.clear_failures(&email).await?;
+    let session_id = Uuid::new_v4();
+    let refresh_token = tokens::new_refresh_token(session_id);
+    sessions
+        .create(session_id, user.id, &tokens::digest(&refresh_token))
+        .await?;
+    token_pair(&state, user.id, session_id, user.role, refresh_token).map(web::Json)
+}
+
+/// Exchange a refresh token for a new pair. Each refresh token works once;
+/// presenting an already used one ends the whole session.
+#[utoipa::path(
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New token pair", body = TokenPair),
+        (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/refresh")]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<web::Json<TokenPair>, ApiError> {
+    body.validate()?;
+    let presented = body.into_inner().refresh_token;
+    let session_id = tokens::refresh_token_session(&presented)
+        .ok_or_else(|| ApiError::Unauthorized("refresh token is malformed".to_owned()))?;
+    let new_token = tokens::new_refresh_token(session_id);
+    let rotation = state
+        .sessions()
+        .rotate(
+            session_id,
+            &tokens::digest(&presented),
+            &tokens::digest(&new_token),
+        )
+        .await?;
+    let user_id = match rotation {
+        Rotation::Rotated { user_id } => user_id,
+        Rotation::Missing => {
+            return Err(ApiError::Unauthorized(
+                "refresh token is invalid or expired".to_owned(),
+            ));
+        }
+        Rotation::Reused => {
+            tracing::warn!(%session_id, "refresh token reused; session ended");
+            return Err(ApiError::Unauthorized(
+                "refresh token was already used; the session has been ended".to_owned(),
+            ));
+        }
+    };
+    let live = state
+        .sessions()
+        .check(session_id, user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the account is disabled".to_owned()))?;
+    token_pair(&state, user_id, session_id, live.role, new_token).map(web::Json)
+}
+
+/// End the current session: its access and refresh tokens stop working on every replica.
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/auth/logout")]
+pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    state
+        .sessions()
+        .revoke(caller.session_id, caller.user_id)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn token_pair(
+    state: &AppState,
+    user_id: Uuid,
+    session_id: Uuid,
+    role: Role,
+    refresh_token: String,
+) -> Result<TokenPair, ApiError> {
+    let access_token = state
+        .tokens
+        .issue_access(user_id, session_id, role)
+        .map_err(|e| ApiError::Internal(format!("cannot sign token: {e}")))?;
+    Ok(TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.access_ttl_secs,
+    })
+}

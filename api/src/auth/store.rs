@@ -1,0 +1,199 @@
+//! Sessions and login throttling in Redis. A session is what logout, refresh
+//! rotation and password changes revoke; access tokens name it, so revoking it
+//! stops them on every API replica at once.
+
+use redis::Value;
+use uuid::Uuid;
+
+use crate::config::AuthSettings;
+use crate::redis::{Keys, Redis, RedisError, scripts, transaction, value};
+use crate::users::model::Role;
+
+#[derive(Debug)]
+pub struct SessionStore<'a> {
+    pub redis: &'a Redis,
+    pub keys: &'a Keys,
+    pub settings: &'a AuthSettings,
+}
+
+/// Result of presenting a refresh token.
+#[derive(Debug)]
+pub enum Rotation {
+    Rotated {
+        user_id: Uuid,
+    },
+    /// No such session (expired, logged out, or never existed).
+    Missing,
+    /// A rotated token was presented again: the session has been ended.
+    Reused,
+}
+
+/// What a live session says about its user right now.
+#[derive(Debug)]
+pub struct LiveSession {
+    pub role: Role,
+}
+
+impl SessionStore<'_> {
+    pub async fn create(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        refresh_hash: &str,
+    ) -> Result<(), RedisError> {
+        let ttl = self.settings.refresh_token_ttl_secs;
+        let (session, sessions) = (
+            self.keys.session(session_id),
+            self.keys.user_sessions(user_id),
+        );
+        let pipe = transaction(|pipe| {
+            pipe.cmd("HSET")
+                .arg(&session)
+                .arg("user_id")
+                .arg(user_id.to_string())
+                .arg("refresh_hash")
+                .arg(refresh_hash)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&session)
+                .arg(ttl)
+                .ignore()
+                .cmd("SADD")
+                .arg(&sessions)
+                .arg(session_id.to_string())
+                .ignore()
+                // The set lives as long as its newest session; stale ids in it are harmless.
+                .cmd("EXPIRE")
+                .arg(&sessions)
+                .arg(ttl)
+                .ignore();
+        });
+        self.redis.write::<()>("session_create", &pipe).await
+    }
+
+    /// The live role of the session's user, or `None` when the session was
+    /// revoked, belongs to someone else, or the user is disabled or gone.
+    pub async fn check(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<LiveSession>, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET")
+            .arg(self.keys.session(session_id))
+            .arg("user_id")
+            .cmd("HMGET")
+            .arg(self.keys.user(user_id))
+            .arg("role")
+            .arg("disabled");
+        let (owner, user): (Option<String>, (Option<String>, Option<String>)) =
+            self.redis.read("session_check", &pipe).await?;
+        if owner.as_deref() != Some(user_id.to_string().as_str()) {
+            return Ok(None);
+        }
+        match user {
+            (Some(role), Some(disabled)) if disabled == "0" => {
+                Ok(Role::parse(&role).map(|role| LiveSession { role }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn rotate(
+        &self,
+        session_id: Uuid,
+        presented_hash: &str,
+        new_hash: &str,
+    ) -> Result<Rotation, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(
+            scripts::REFRESH_SESSION
+                .call(&[self.keys.session(session_id)])
+                .arg(presented_hash)
+                .arg(new_hash)
+                .arg(self.settings.refresh_token_ttl_secs)
+                .to_owned(),
+        );
+        let (reply,): (Vec<Value>,) = self.redis.write("session_refresh", &pipe).await?;
+        let tag = reply.first().and_then(value::text);
+        match (tag.as_deref(), reply.get(1).and_then(value::text)) {
+            (Some("rotated"), Some(user)) => user
+                .parse()
+                .map(|user_id| Rotation::Rotated { user_id })
+                .map_err(|_| RedisError::Unexpected("session holds an invalid user id".to_owned())),
+            (Some("missing"), _) => Ok(Rotation::Missing),
+            (Some("reused"), _) => Ok(Rotation::Reused),
+            _ => Err(RedisError::Unexpected(
+                "refresh script: unexpected reply".to_owned(),
+            )),
+        }
+    }
+
+    /// Ends one session (logout).
+    pub async fn revoke(&self, session_id: Uuid, user_id: Uuid) -> Result<(), RedisError> {
+        let pipe = transaction(|pipe| {
+            pipe.cmd("DEL")
+                .arg(self.keys.session(session_id))
+                .ignore()
+                .cmd("SREM")
+                .arg(self.keys.user_sessions(user_id))
+                .arg(session_id.to_string())
+                .ignore();
+        });
+        self.redis.write::<()>("session_revoke", &pipe).await
+    }
+
+    /// Seconds the account is still locked for, if it is.
+    pub async fn lock_remaining(&self, email: &str) -> Result<Option<u64>, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("TTL").arg(self.keys.login_lock(email));
+        let (ttl,): (i64,) = self.redis.read_master("login_lock", &pipe).await?;
+        Ok(u64::try_from(ttl).ok().filter(|ttl| *ttl > 0))
+    }
+
+    /// Counts a failure; from the `login_max_failures`-th on, locks the account
+    /// for a time that doubles with each failure, up to the maximum. Returns the
+    /// lock duration if one was set. Losing these counters in a failover only
+    /// forgives a few failures, so they are not confirmed with `WAIT`.
+    pub async fn record_failure(&self, email: &str) -> Result<Option<u64>, RedisError> {
+        let failures_key = self.keys.login_failures(email);
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR")
+            .arg(&failures_key)
+            .cmd("EXPIRE")
+            .arg(&failures_key)
+            .arg(self.settings.login_failure_window_secs)
+            .ignore();
+        let (failures,): (u64,) = self.redis.write_unconfirmed("login_failure", &pipe).await?;
+        if failures < self.settings.login_max_failures {
+            return Ok(None);
+        }
+        let doublings = (failures - self.settings.login_max_failures).min(20) as u32;
+        let lock = self
+            .settings
+            .login_lock_base_secs
+            .saturating_mul(1 << doublings)
+            .min(self.settings.login_lock_max_secs);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.keys.login_lock(email))
+            .arg("1")
+            .arg("EX")
+            .arg(lock)
+            .ignore();
+        self.redis
+            .write_unconfirmed::<()>("login_lock", &pipe)
+            .await?;
+        Ok(Some(lock))
+    }
+
+    pub async fn clear_failures(&self, email: &str) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(self.keys.login_failures(email))
+            .ignore();
+        self.redis
+            .write_unconfirmed::<()>("login_failure", &pipe)
+            .await
+    }
+}

@@ -1,0 +1,27 @@
+//! Evergreen: a store backend (users, products, purchases) whose state lives
+//! entirely in Redis behind Sentinel, so any number of identical instances can
+//! serve behind nginx and ride out a Redis failover.
+//!
+//! Map of the crate:
+//! - [`startup`]: `Application` (listeners, servers), `AppState`, the route table.
+//! - [`config`]: layered, validated settings.
+//! - [`error`]: `ApiError`, the only place statuses are chosen (problem+json).
+//! - [`redis`]: Sentinel-following pools, key names, Lua scripts.
+//! - [`auth`], [`users`], [`products`], [`purchases`]: one folder per resource:
+//!   `configure` (routes), handlers, model, store.
+//! - [`telemetry`], [`metrics`], [`health`], [`openapi`], [`pagination`].
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod pagination;
+pub mod products;
+pub mod purchases;
+pub mod redis;
+pub mod startup;
+pub mod telemetry;
+pub mod users;

@@ -1,0 +1,319 @@
+//! Catalog reads (public) and admin product writes.
+
+use actix_web::http::header::{ETAG, IF_MATCH, LOCATION};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use uuid::Uuid;
+use validator::Validate;
+
+use super::model::{
+    CreateProductRequest, ListProductsQuery, Product, StockDeltaRequest, UpdateProductRequest,
+};
+use super::store::{NewProduct, ProductChanges, ProductFilter, ProductWrite};
+use crate::auth::Admin;
+use crate::error::{ApiError, Problem};
+use crate::pagination::{DEFAULT_LIMIT, Page, decode_cursor, encode_cursor};
+use crate::startup::AppState;
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("product not found".to_owned())
+}
+
+fn with_etag(mut response: actix_web::HttpResponseBuilder, product: &Product) -> HttpResponse {
+    response.insert_header((ETAG, product.etag())).json(product)
+}
+
+/// Products, filtered, sorted and paginated. Archived products are not listed.
+#[utoipa::path(
+    tag = "products",
+    params(ListProductsQuery),
+    responses(
+        (status = 200, body = Page<Product>),
+        (status = 400, description = "Unknown parameter or wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Out-of-range value or invalid cursor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/products")]
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListProductsQuery>,
+) -> Result<web::Json<Page<Product>>, ApiError> {
+    query.validate()?;
+    let query = query.into_inner();
+    let filter = ProductFilter {
+        category: query.category,
+        min_price: query.min_price,
+        max_price: query.max_price,
+        name_contains: query.q.map(|q| q.to_lowercase()),
+        sort: query.sort.unwrap_or_default(),
+    };
+    // The cursor is only valid for the index it was taken from.
+    let scope = format!(
+        "products:{}:{}",
+        filter.sort.as_str(),
+        filter.category.as_deref().unwrap_or("")
+    );
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|cursor| decode_cursor(&scope, cursor))
+        .transpose()?;
+    let (items, next) = state
+        .products()
+        .list(
+            &filter,
+            after.as_deref(),
+            query.limit.unwrap_or(DEFAULT_LIMIT),
+        )
+        .await?;
+    Ok(web::Json(Page {
+        items,
+        next_cursor: next.map(|member| encode_cursor(&scope, &member)),
+    }))
+}
+
+/// One product, archived or not, with its ETag.
+#[utoipa::path(
+    tag = "products",
+    params(("id" = Uuid, Path, description = "Product id")),
+    responses(
+        (status = 200, body = Product, headers(("ETag" = String, description = "Version for If-Match"))),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/products/{id}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let product = state.products().get(*id).await?.ok_or_else(not_found)?;
+    Ok(with_etag(HttpResponse::Ok(), &product))
+}
+
+/// Create a product (admin).
+#[utoipa::path(
+    tag = "products",
+    security(("bearer" = [])),
+    request_body = CreateProductRequest,
+    responses(
+        (status = 201, body = Product, headers(("Location" = String), ("ETag" = String))),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "SKU taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/products")]
+pub async fn create(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    body: web::Json<CreateProductRequest>,
+) -> Result<HttpResponse, ApiError> {
+    body.validate()?;
+    let body = body.into_inner();
+    if body.currency != state.store.currency {
+        return Err(ApiError::invalid_field(
+            "currency",
+            "currency",
+            format!("must be the store currency {}", state.store.currency),
+        ));
+    }
+    let new = NewProduct {
+        sku: body.sku,
+        name: body.name.trim().to_owned(),
+        description: body.description,
+        price_cents: body.price_cents,
+        currency: body.currency,
+        stock: body.stock,
+        category: body.category,
+    };
+    match state.products().create(new).await? {
+        Ok(product) => {
+            let mut response = HttpResponse::Created();
+            response.insert_header((LOCATION, format!("/api/v1/products/{}", product.id)));
+            Ok(with_etag(response, &product))
+        }
+        Err(_) => Err(ApiError::conflict(
+            "sku_taken",
+            "a product with this SKU already exists",
+        )),
+    }
+}
+
+/// The version named by `If-Match` (`"<n>"` or `*`), or 428 when it is missing.
+fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, ApiError> {
+    let header = request
+        .headers()
+        .get(IF_MATCH)
+        .ok_or(ApiError::PreconditionRequired)?;
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match is not readable text"))?
+        .trim();
+    if text == "*" {
+        return Ok(current.version);
+    }
+    for tag in text.split(',').map(str::trim) {
+        let version = tag
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_if_match",
+                    "If-Match must hold strong ETags such as \"3\"",
+                )
+            })?;
+        if version == current.version {
+            return Ok(version);
+        }
+    }
+    Err(ApiError::PreconditionFailed {
+        current: current.etag(),
+    })
+}
+
+/// Change a product (admin). Needs `If-Match` with the ETag of a GET: a
+/// concurrent change gives 412 instead of being overwritten.
+#[utoipa::path(
+    tag = "products",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Product id"),
+        ("If-Match" = String, Header, description = "ETag from a GET, e.g. \"3\""),
+    ),
+    request_body = UpdateProductRequest,
+    responses(
+        (status = 200, body = Product, headers(("ETag" = String))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Product archived", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "ETag does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/products/{id}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    request: HttpRequest,
+    id: web::Path<Uuid>,
+    body: web::Json<UpdateProductRequest>,
+) -> Result<HttpResponse, ApiError> {
+    body.validate()?;
+    let body = body.into_inner();
+    if body.name.is_none()
+        && body.description.is_none()
+        && body.price_cents.is_none()
+        && body.category.is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "body",
+            "empty",
+            "send at least one of name, description, price_cents, category",
+        ));
+    }
+    let products = state.products();
+    let current = products.get_latest(*id).await?.ok_or_else(not_found)?;
+    let expected = expected_version(&request, &current)?;
+    let changes = ProductChanges {
+        name: body.name.map(|n| n.trim().to_owned()),
+        description: body.description,
+        price_cents: body.price_cents,
+        category: body.category,
+    };
+    match products.update(&current, expected, changes).await? {
+        ProductWrite::Done(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
+        ProductWrite::Missing => Err(not_found()),
+        ProductWrite::Archived => Err(ApiError::conflict(
+            "product_archived",
+            "archived products cannot be changed",
+        )),
+        ProductWrite::VersionChanged(version) => Err(ApiError::PreconditionFailed {
+            current: format!("\"{version}\""),
+        }),
+        other => Err(ApiError::Internal(format!(
+            "unexpected update outcome {other:?}"
+        ))),
+    }
+}
+
+/// Add or remove stock (admin).
+#[utoipa::path(
+    tag = "products",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Product id")),
+    request_body = StockDeltaRequest,
+    responses(
+        (status = 200, body = Product),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Stock would go below zero", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/products/{id}/stock")]
+pub async fn add_stock(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    id: web::Path<Uuid>,
+    body: web::Json<StockDeltaRequest>,
+) -> Result<HttpResponse, ApiError> {
+    body.validate()?;
+    let id = id.into_inner();
+    match state.products().add_stock(id, body.delta).await? {
+        ProductWrite::Done(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
+        ProductWrite::Missing => Err(not_found()),
+        ProductWrite::Insufficient(available) => Err(ApiError::InsufficientStock {
+            product_id: id,
+            available,
+        }),
+        ProductWrite::TooLarge(current) => Err(ApiError::invalid_field(
+            "delta",
+            "range",
+            format!(
+                "stock would exceed {} (currently {current})",
+                super::model::MAX_STOCK
+            ),
+        )),
+        other => Err(ApiError::Internal(format!(
+            "unexpected stock outcome {other:?}"
+        ))),
+    }
+}
+
+/// Archive a product (admin): it stays readable, leaves the catalog and can
+/// no longer be bought. Past purchases keep their data. Idempotent.
+#[utoipa::path(
+    tag = "products",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The archived product", body = Product),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/products/{id}")]
+pub async fn archive(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let products = state.products();
+    // A concurrent PATCH may move the product in the indexes between our read
+    // and the script: re-read and try again.
+    for _ in 0..3 {
+        let current = products.get_latest(*id).await?.ok_or_else(not_found)?;
+        match products.archive(&current).await? {
+            ProductWrite::Done(product) => return Ok(with_etag(HttpResponse::Ok(), &product)),
+            ProductWrite::Missing => return Err(not_found()),
+            ProductWrite::VersionChanged(_) => continue,
+            other => {
+                return Err(ApiError::Internal(format!(
+                    "unexpected archive outcome {other:?}"
+                )));
+            }
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_update",
+        "the product kept changing; try again",
+    ))
+}

@@ -1,0 +1,269 @@
+//! Buying, listing and cancelling.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header::{HeaderName, LOCATION};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use validator::Validate;
+
+use super::model::{
+    CreatePurchaseRequest, ListPurchasesQuery, MAX_QUANTITY, Purchase, PurchaseStatus,
+};
+use super::store::{CancelOutcome, Order, PurchaseOutcome};
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::pagination::{DEFAULT_LIMIT, Page, decode_cursor, encode_cursor};
+use crate::startup::AppState;
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("purchase not found".to_owned())
+}
+
+/// 1 to 255 visible ASCII characters, e.g. a UUID chosen by the client.
+fn idempotency_key(request: &HttpRequest) -> Result<String, ApiError> {
+    let header = request.headers().get(IDEMPOTENCY_KEY).ok_or_else(|| {
+        ApiError::bad_request(
+            "idempotency_key_missing",
+            "the Idempotency-Key header is required (e.g. a fresh UUID per order)",
+        )
+    })?;
+    let key = header.to_str().unwrap_or_default();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "idempotency_key_invalid",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// Adds up lines for the same product, in a stable order.
+fn merge_lines(body: &CreatePurchaseRequest) -> Result<Vec<(Uuid, u32)>, ApiError> {
+    let mut merged: BTreeMap<Uuid, u32> = BTreeMap::new();
+    for line in &body.items {
+        *merged.entry(line.product_id).or_default() += line.quantity;
+    }
+    if let Some((product_id, _)) = merged
+        .iter()
+        .find(|(_, quantity)| **quantity > MAX_QUANTITY)
+    {
+        return Err(ApiError::invalid_field(
+            "items",
+            "range",
+            format!("at most {MAX_QUANTITY} units of product {product_id} per purchase"),
+        ));
+    }
+    Ok(merged.into_iter().collect())
+}
+
+fn created(purchase: &Purchase, replayed: bool) -> HttpResponse {
+    let mut response = HttpResponse::Created();
+    response.insert_header((LOCATION, format!("/api/v1/purchases/{}", purchase.id)));
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    response.json(purchase)
+}
+
+/// Buy: every line or none, at the stored prices. Requires `Idempotency-Key`:
+/// the same key with the same body returns the original purchase with
+/// `Idempotent-Replayed: true`; with another body, 422; while the first
+/// request is unconfirmed, 409. A 503 means "not confirmed": retry with the same key.
+#[utoipa::path(
+    tag = "purchases",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Unique per order, e.g. a UUID; kept 24 h per user")),
+    request_body = CreatePurchaseRequest,
+    responses(
+        (status = 201, body = Purchase, headers(("Location" = String), ("Idempotent-Replayed" = String))),
+        (status = 400, description = "Missing Idempotency-Key or malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Insufficient stock (names the product), archived product, or key in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines, unknown product, or key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not confirmed; retry with the same key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/purchases")]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Json<CreatePurchaseRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&request)?;
+    body.validate()?;
+    let lines = merge_lines(&body)?;
+    let fingerprint: String = Sha256::digest(serde_json::to_vec(&*body).unwrap_or_default())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let order = Order {
+        user_id: caller.user_id,
+        idempotency_key: &key,
+        fingerprint: &fingerprint,
+        lines: &lines,
+        currency: &state.store.currency,
+        key_ttl_secs: state.store.idempotency_key_ttl_secs,
+        in_flight_ms: state.store.idempotency_in_flight_secs * 1000,
+    };
+    let purchases = state.purchases();
+    match purchases.create(order).await? {
+        PurchaseOutcome::Created(purchase) => {
+            state.metrics.purchases.inc();
+            state
+                .metrics
+                .revenue_cents
+                .inc_by(purchase.total_cents.max(0) as u64);
+            if let Err(error) = purchases.mark_confirmed(caller.user_id, &key).await {
+                tracing::warn!(%error, "could not mark the idempotency record confirmed; replays wait for the in-flight window");
+            }
+            Ok(created(&purchase, false))
+        }
+        PurchaseOutcome::Replayed(mut purchase) => {
+            state.metrics.idempotent_replays.inc();
+            // The original response said "completed", whatever happened since.
+            purchase.status = PurchaseStatus::Completed;
+            Ok(created(&purchase, true))
+        }
+        PurchaseOutcome::InFlight => Err(ApiError::conflict(
+            "idempotency_key_in_flight",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+        )),
+        PurchaseOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        PurchaseOutcome::NotFound(product_id) => {
+            let index = body
+                .items
+                .iter()
+                .position(|line| line.product_id == product_id)
+                .unwrap_or(0);
+            Err(ApiError::invalid_field(
+                &format!("items[{index}].product_id"),
+                "not_found",
+                format!("product {product_id} does not exist"),
+            ))
+        }
+        PurchaseOutcome::Archived(product_id) => Err(ApiError::ProductUnavailable {
+            product_id,
+            reason: "it is archived",
+        }),
+        PurchaseOutcome::Insufficient {
+            product_id,
+            available,
+        } => {
+            state.metrics.stock_outs.inc();
+            Err(ApiError::InsufficientStock {
+                product_id,
+                available,
+            })
+        }
+    }
+}
+
+/// Own purchases, newest first. Admins may pass `user_id` to see another user's.
+#[utoipa::path(
+    tag = "purchases",
+    security(("bearer" = [])),
+    params(ListPurchasesQuery),
+    responses(
+        (status = 200, body = Page<Purchase>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "user_id of someone else, without the admin role", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/purchases")]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListPurchasesQuery>,
+) -> Result<web::Json<Page<Purchase>>, ApiError> {
+    query.validate()?;
+    let user_id = match query.user_id {
+        Some(user_id) if user_id != caller.user_id && !caller.is_admin() => {
+            return Err(ApiError::Forbidden);
+        }
+        Some(user_id) => user_id,
+        None => caller.user_id,
+    };
+    let scope = format!("purchases:{user_id}");
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|cursor| decode_cursor(&scope, cursor))
+        .transpose()?;
+    let (items, next) = state
+        .purchases()
+        .list_for_user(
+            user_id,
+            after.as_deref(),
+            query.limit.unwrap_or(DEFAULT_LIMIT),
+        )
+        .await?;
+    Ok(web::Json(Page {
+        items,
+        next_cursor: next.map(|member| encode_cursor(&scope, &member)),
+    }))
+}
+
+/// One purchase: its owner or an admin; anyone else gets 404.
+#[utoipa::path(
+    tag = "purchases",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Purchase id")),
+    responses(
+        (status = 200, body = Purchase),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/purchases/{id}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<web::Json<Purchase>, ApiError> {
+    let purchase = state.purchases().get(*id).await?.ok_or_else(not_found)?;
+    // 404 rather than 403: do not reveal that someone else's purchase exists.
+    if purchase.user_id != caller.user_id && !caller.is_admin() {
+        return Err(not_found());
+    }
+    Ok(web::Json(purchase))
+}
+
+/// Cancel a purchase and put its items back in stock, once.
+#[utoipa::path(
+    tag = "purchases",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Purchase id")),
+    responses(
+        (status = 200, body = Purchase),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/purchases/{id}/cancel")]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<web::Json<Purchase>, ApiError> {
+    let purchases = state.purchases();
+    let purchase = purchases.get(*id).await?.ok_or_else(not_found)?;
+    if purchase.user_id != caller.user_id && !caller.is_admin() {
+        return Err(not_found());
+    }
+    match purchases.cancel(&purchase).await? {
+        CancelOutcome::Cancelled(purchase) => {
+            state.metrics.cancellations.inc();
+            Ok(web::Json(purchase))
+        }
+        CancelOutcome::Missing => Err(not_found()),
+        CancelOutcome::AlreadyCancelled => Err(ApiError::conflict(
+            "already_cancelled",
+            "this purchase is already cancelled",
+        )),
+    }
+}

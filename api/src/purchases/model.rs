@@ -1,0 +1,97 @@
+//! Purchases as clients see them, and the order body.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::redis::{RedisError, value};
+
+pub const MAX_LINES: usize = 100;
+pub const MAX_QUANTITY: u32 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PurchaseStatus {
+    Completed,
+    Cancelled,
+}
+
+/// A line as bought: name and unit price are copied at purchase time.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PurchaseItem {
+    pub product_id: Uuid,
+    pub name: String,
+    pub unit_price_cents: i64,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Purchase {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub items: Vec<PurchaseItem>,
+    /// Sum of unit price × quantity, from the prices stored at purchase time.
+    pub total_cents: i64,
+    pub currency: String,
+    pub status: PurchaseStatus,
+    pub created_at: String,
+}
+
+impl Purchase {
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, RedisError> {
+        let items = serde_json::from_str(value::field(fields, "items")?).map_err(|e| {
+            RedisError::Unexpected(format!("stored purchase items are invalid: {e}"))
+        })?;
+        Ok(Self {
+            id: value::parse(fields, "id")?,
+            user_id: value::parse(fields, "user_id")?,
+            items,
+            total_cents: value::parse(fields, "total_cents")?,
+            currency: value::field(fields, "currency")?.to_owned(),
+            status: match value::field(fields, "status")? {
+                "completed" => PurchaseStatus::Completed,
+                "cancelled" => PurchaseStatus::Cancelled,
+                _ => {
+                    return Err(RedisError::Unexpected(
+                        "stored purchase has an unknown status".to_owned(),
+                    ));
+                }
+            },
+            created_at: value::field(fields, "created_at")?.to_owned(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLine {
+    pub product_id: Uuid,
+    #[validate(range(min = 1, max = 1000))]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub quantity: u32,
+}
+
+/// An order. Lines for the same product are added up before the stock check.
+#[derive(Debug, Serialize, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePurchaseRequest {
+    #[validate(length(min = 1, max = 100), nested)]
+    pub items: Vec<OrderLine>,
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListPurchasesQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Admins only: the purchases of this user instead of their own.
+    pub user_id: Option<Uuid>,
+}

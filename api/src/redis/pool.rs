@@ -1,0 +1,402 @@
+//! The `Redis` handle: a pool of connections to the master (writes) and one to
+//! the replicas (reads that tolerate replication lag), both following the
+//! Sentinel [`Watcher`].
+//!
+//! Guarantees, each needed by a failure seen in ../shared/FINDINGS.md:
+//! - a connection is tagged with the topology epoch it was made in and is never
+//!   handed out after the master (or the replica set) changed, so an idle pool
+//!   cannot write to a demoted master;
+//! - every command is bounded by the connect and response timeouts;
+//! - a confirmed write is followed by `WAIT <healthy replicas>`; fewer acks mean
+//!   the write is only reported as a success when every Sentinel still names
+//!   the same master with no failover in progress.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{
+    self, Manager, Metrics as PoolMetrics, Object, Pool, RecycleError, RecycleResult,
+};
+use redis::aio::MultiplexedConnection;
+use redis::{FromRedisValue, Pipeline, Value};
+
+use super::sentinel::{Connector, NodeAddr, Sentinels, Watcher};
+use super::{RedisError, is_readonly, poisons_connection, scripts};
+use crate::config::RedisSettings;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Master,
+    Replica,
+}
+
+/// A pooled connection and where/when it was made.
+pub struct NodeConnection {
+    connection: MultiplexedConnection,
+    addr: NodeAddr,
+    epoch: u64,
+}
+
+impl fmt::Debug for NodeConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConnection")
+            .field("addr", &self.addr)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+struct NodeManager {
+    role: Role,
+    watcher: Arc<Watcher>,
+    connector: Connector,
+    /// Spreads new replica connections over the healthy replicas.
+    next_replica: AtomicUsize,
+}
+
+impl NodeManager {
+    /// The address and epoch a new connection of this role should use now.
+    fn target(&self) -> Result<(NodeAddr, u64), RedisError> {
+        let topology = self.watcher.topology.borrow();
+        match self.role {
+            Role::Master => topology
+                .master
+                .clone()
+                .map(|addr| (addr, topology.master_epoch))
+                .ok_or_else(|| RedisError::Unavailable("no Redis master is known yet".to_owned())),
+            Role::Replica => {
+                if topology.replicas.is_empty() {
+                    return Err(RedisError::Unavailable("no healthy replica".to_owned()));
+                }
+                let index =
+                    self.next_replica.fetch_add(1, Ordering::Relaxed) % topology.replicas.len();
+                Ok((topology.replicas[index].clone(), topology.replicas_epoch))
+            }
+        }
+    }
+
+    fn current_epoch(&self) -> u64 {
+        let topology = self.watcher.topology.borrow();
+        match self.role {
+            Role::Master => topology.master_epoch,
+            Role::Replica => topology.replicas_epoch,
+        }
+    }
+}
+
+impl Manager for NodeManager {
+    type Type = NodeConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<NodeConnection, RedisError> {
+        let (addr, epoch) = self.target()?;
+        let mut connection = self.connector.data_node(&addr).await?;
+        if self.role == Role::Master {
+            // The address may be seconds stale (the old master answers for ~10 s
+            // after a switch): check the role, then load the scripts, which a
+            // promoted replica does not have in its cache.
+            let (role,): (Vec<Value>,) = redis::pipe()
+                .cmd("ROLE")
+                .query_async(&mut connection)
+                .await?;
+            if role.first().and_then(super::value::text).as_deref() != Some("master") {
+                self.watcher.poke.notify_one();
+                return Err(RedisError::Unavailable(format!(
+                    "{addr} is no longer the master"
+                )));
+            }
+            scripts::load_all(&mut connection).await?;
+        }
+        Ok(NodeConnection {
+            connection,
+            addr,
+            epoch,
+        })
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut NodeConnection,
+        _: &PoolMetrics,
+    ) -> RecycleResult<RedisError> {
+        if connection.epoch == self.current_epoch() {
+            Ok(())
+        } else {
+            Err(RecycleError::message(
+                "topology changed since this connection was made",
+            ))
+        }
+    }
+}
+
+type NodePool = Pool<NodeManager>;
+
+/// Cheap to clone; one per process, shared by every worker.
+#[derive(Clone)]
+pub struct Redis {
+    master: NodePool,
+    replicas: NodePool,
+    watcher: Arc<Watcher>,
+    metrics: Metrics,
+    ack_timeout: Duration,
+    read_from_replicas: bool,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("watcher", &self.watcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Builds the pools and spawns the Sentinel watcher on the current runtime.
+    /// Does not wait for Redis: readiness reports when a master is reachable.
+    pub fn start(settings: &RedisSettings, metrics: Metrics) -> Self {
+        let connector = Connector::new(settings);
+        let sentinels = Arc::new(Sentinels::new(settings, connector.clone()));
+        let watcher = Arc::new(Watcher::new(
+            sentinels,
+            Duration::from_millis(settings.sentinel_poll_interval_ms),
+            metrics.clone(),
+        ));
+        let pool = |role| {
+            let manager = NodeManager {
+                role,
+                watcher: watcher.clone(),
+                connector: connector.clone(),
+                next_replica: AtomicUsize::new(0),
+            };
+            Pool::builder(manager)
+                .max_size(settings.pool_max_size)
+                .wait_timeout(Some(Duration::from_millis(settings.pool_wait_timeout_ms)))
+                .create_timeout(Some(
+                    settings.connect_timeout() + settings.command_timeout(),
+                ))
+                .recycle_timeout(Some(Duration::from_millis(100)))
+                .runtime(deadpool::Runtime::Tokio1)
+                .build()
+                .expect("pool settings are validated and a runtime is set")
+        };
+        let redis = Self {
+            master: pool(Role::Master),
+            replicas: pool(Role::Replica),
+            watcher: watcher.clone(),
+            metrics,
+            ack_timeout: Duration::from_millis(settings.replica_ack_timeout_ms),
+            read_from_replicas: settings.read_from_replicas,
+        };
+        let (master, replicas) = (redis.master.clone(), redis.replicas.clone());
+        let (mut master_epoch, mut replicas_epoch) = (0, 0);
+        tokio::spawn(watcher.run(move |topology| {
+            // Free idle sockets at once; recycle() would refuse them anyway.
+            if topology.master_epoch != master_epoch {
+                master_epoch = topology.master_epoch;
+                master.retain(|_, _| false);
+            }
+            if topology.replicas_epoch != replicas_epoch {
+                replicas_epoch = topology.replicas_epoch;
+                replicas.retain(|_, _| false);
+            }
+        }));
+        redis
+    }
+
+    /// The topology as last published by the watcher.
+    pub fn topology(&self) -> super::Topology {
+        self.watcher.topology.borrow().clone()
+    }
+
+    /// Runs one watcher round now (tests and startup use it to avoid waiting).
+    pub async fn refresh_topology(&self) {
+        self.watcher.poll_once().await;
+    }
+
+    /// `PING` on the master through the pool; readiness uses it.
+    pub async fn ping_master(&self) -> Result<(), RedisError> {
+        let _: (String,) = self.run(Role::Master, "ping", &single("PING")).await?;
+        Ok(())
+    }
+
+    /// Reads that tolerate replication lag (catalog, sessions): a replica if one
+    /// is healthy, else the master. Writes are confirmed on every healthy replica
+    /// before they succeed, so a replica never misses an acknowledged write.
+    pub async fn read<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisError> {
+        if self.read_from_replicas {
+            match self.run(Role::Replica, op, pipe).await {
+                Ok(value) => return Ok(value),
+                Err(RedisError::Unexpected(detail)) => return Err(RedisError::Unexpected(detail)),
+                Err(RedisError::Unavailable(_) | RedisError::Unconfirmed) => {
+                    self.metrics.replica_read_fallbacks.inc();
+                }
+            }
+        }
+        self.run(Role::Master, op, pipe).await
+    }
+
+    /// Reads that must see the latest write (read-modify-write flows).
+    pub async fn read_master<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisError> {
+        self.run(Role::Master, op, pipe).await
+    }
+
+    /// A write whose loss in a failover is harmless (counters, markers): no `WAIT`.
+    pub async fn write_unconfirmed<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisError> {
+        self.run(Role::Master, op, pipe).await
+    }
+
+    /// A write that must survive a failover: runs `pipe` on the master, then
+    /// `WAIT`s for every healthy replica. Returns the pipeline's replies only
+    /// when the write is confirmed; otherwise [`RedisError::Unconfirmed`] (the
+    /// write may or may not survive, so the caller reports a retryable error).
+    pub async fn write<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisError> {
+        let started = Instant::now();
+        let result = self.write_inner(pipe).await;
+        self.metrics.observe_redis(op, started.elapsed(), &result);
+        result
+    }
+
+    async fn write_inner<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
+        let required = self.watcher.topology.borrow().required_acks();
+        let mut with_wait = pipe.clone();
+        with_wait
+            .cmd("WAIT")
+            .arg(required)
+            .arg(self.ack_timeout.as_millis() as u64);
+        let mut attempt = 0;
+        let (mut replies, addr) = loop {
+            attempt += 1;
+            let mut connection = self.checkout(Role::Master).await?;
+            match with_wait
+                .query_async::<Vec<Value>>(&mut connection.connection)
+                .await
+            {
+                Ok(replies) => break (replies, connection.addr.clone()),
+                Err(error) => {
+                    let retry = attempt == 1 && (is_readonly(&error) || is_noscript(&error));
+                    if is_noscript(&error) {
+                        // The script cache was flushed or this node just got promoted.
+                        scripts::load_all(&mut connection.connection).await?;
+                    }
+                    if poisons_connection(&error) {
+                        let _ = Object::take(connection);
+                        self.watcher.poke.notify_one();
+                    }
+                    if !retry {
+                        return Err(error.into());
+                    }
+                }
+            }
+        };
+        let acked = replies.pop().and_then(|v| match v {
+            Value::Int(n) => usize::try_from(n).ok(),
+            _ => None,
+        });
+        let acked =
+            acked.ok_or_else(|| RedisError::Unexpected("WAIT returned no count".to_owned()))?;
+        self.metrics.replica_acks.observe(acked as f64);
+        if acked < required {
+            // Fewer acks than healthy replicas: a replica may just have died, or
+            // the one being promoted stopped listening to this master. Only the
+            // Sentinels can tell which.
+            if acked == 0 || !self.watcher.sentinels.confirm_master(&addr).await {
+                tracing::warn!(acked, required, master = %addr, "write not confirmed by replicas");
+                self.watcher.poke.notify_one();
+                return Err(RedisError::Unconfirmed);
+            }
+        }
+        T::from_redis_value(Value::Array(replies))
+            .map_err(|e| RedisError::Unexpected(e.to_string()))
+    }
+
+    async fn run<T: FromRedisValue>(
+        &self,
+        role: Role,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisError> {
+        let started = Instant::now();
+        let result = async {
+            let mut connection = self.checkout(role).await?;
+            match pipe.query_async::<T>(&mut connection.connection).await {
+                Ok(value) => Ok(value),
+                Err(error) => {
+                    if poisons_connection(&error) {
+                        let _ = Object::take(connection);
+                        self.watcher.poke.notify_one();
+                    }
+                    Err(error.into())
+                }
+            }
+        }
+        .await;
+        self.metrics.observe_redis(op, started.elapsed(), &result);
+        result
+    }
+
+    /// A pooled connection that belongs to the current topology.
+    async fn checkout(&self, role: Role) -> Result<Object<NodeManager>, RedisError> {
+        let pool = match role {
+            Role::Master => &self.master,
+            Role::Replica => &self.replicas,
+        };
+        for _ in 0..3 {
+            let connection = pool.get().await.map_err(pool_error)?;
+            // A connection made while the watcher was switching carries the old
+            // epoch: never use it, even once.
+            if connection.epoch == connection_manager_epoch(pool) {
+                return Ok(connection);
+            }
+            let _ = Object::take(connection);
+        }
+        Err(RedisError::Unavailable(
+            "Redis topology is changing".to_owned(),
+        ))
+    }
+}
+
+fn connection_manager_epoch(pool: &NodePool) -> u64 {
+    pool.manager().current_epoch()
+}
+
+fn single(command: &str) -> Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd(command);
+    pipe
+}
+
+fn is_noscript(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+    )
+}
+
+fn pool_error(error: managed::PoolError<RedisError>) -> RedisError {
+    match error {
+        managed::PoolError::Backend(error) => error,
+        managed::PoolError::Timeout(kind) => RedisError::Unavailable(format!(
+            "timed out waiting for a Redis connection ({kind:?})"
+        )),
+        other => RedisError::Unavailable(format!("Redis pool unavailable: {other}")),
+    }
+}

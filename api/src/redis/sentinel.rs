@@ -1,0 +1,372 @@
+//! Sentinel discovery: who the master is, which replicas are healthy, and
+//! whether a master change is under way.
+//!
+//! The stock clients resolve the master once (with `SENTINEL MASTERS`, which lags
+//! during a failover) and keep a connection pinned to that address forever
+//! (../shared/FINDINGS.md). Here a watcher asks every Sentinel
+//! `SENTINEL GET-MASTER-ADDR-BY-NAME` several times a second, takes the answer of
+//! a majority, and publishes a [`Topology`] whose epochs let the pools drop every
+//! connection made before a change.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Mutex, Notify, watch};
+
+use super::value;
+use crate::config::RedisSettings;
+use crate::metrics::Metrics;
+
+/// Address of one Redis data node, as the Sentinels announce it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl NodeAddr {
+    fn parse(text: &str) -> Option<Self> {
+        let (host, port) = text.rsplit_once(':')?;
+        Some(Self {
+            host: host.to_owned(),
+            port: port.parse().ok()?,
+        })
+    }
+}
+
+/// What the Sentinels currently agree on.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    /// The master a majority of Sentinels names; `None` until one does.
+    pub master: Option<NodeAddr>,
+    /// Bumped whenever `master` changes: connections tagged with an older epoch
+    /// are never handed out again.
+    pub master_epoch: u64,
+    /// Replicas that the Sentinels see connected and in sync with `master`.
+    pub replicas: Vec<NodeAddr>,
+    /// Bumped whenever `replicas` changes.
+    pub replicas_epoch: u64,
+}
+
+impl Topology {
+    /// Replica acknowledgements a write needs: every healthy replica, so that
+    /// whichever one Sentinel promotes holds the write (at least one, which the
+    /// servers' `min-replicas-to-write 1` demands anyway).
+    pub fn required_acks(&self) -> usize {
+        self.replicas.len().max(1)
+    }
+}
+
+/// Connects to Redis nodes and Sentinels with the configured timeouts and passwords.
+#[derive(Clone)]
+pub struct Connector {
+    config: AsyncConnectionConfig,
+    data_password: SecretString,
+    sentinel_password: SecretString,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector").finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    pub fn new(settings: &RedisSettings) -> Self {
+        Self {
+            // A paused node completes the TCP handshake but never answers: without
+            // both bounds a request would hang for as long as the node is paused.
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout()))
+                .set_response_timeout(Some(settings.command_timeout())),
+            data_password: settings.password.clone(),
+            sentinel_password: settings.sentinel_password.clone(),
+        }
+    }
+
+    pub async fn data_node(&self, addr: &NodeAddr) -> redis::RedisResult<MultiplexedConnection> {
+        self.connect(&addr.host, addr.port, &self.data_password)
+            .await
+    }
+
+    async fn sentinel(&self, host: &str, port: u16) -> redis::RedisResult<MultiplexedConnection> {
+        self.connect(host, port, &self.sentinel_password).await
+    }
+
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        password: &SecretString,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        // Redis 7.0 does not know CLIENT SETINFO; skipping it saves a round trip.
+        let mut redis = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if !password.expose_secret().is_empty() {
+            redis = redis.set_password(password.expose_secret());
+        }
+        let info = ConnectionAddr::Tcp(host.to_owned(), port)
+            .into_connection_info()?
+            .set_redis_settings(redis);
+        Client::open(info)?
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+    }
+}
+
+/// One Sentinel with a lazily (re)opened connection.
+struct SentinelNode {
+    host: String,
+    port: u16,
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl SentinelNode {
+    async fn query(
+        &self,
+        connector: &Connector,
+        command: &redis::Cmd,
+    ) -> redis::RedisResult<Value> {
+        let mut slot = self.connection.lock().await;
+        let mut connection = match slot.as_ref() {
+            Some(connection) => connection.clone(),
+            None => {
+                let connection = connector.sentinel(&self.host, self.port).await?;
+                *slot = Some(connection.clone());
+                connection
+            }
+        };
+        drop(slot);
+        let reply = command.query_async(&mut connection).await;
+        if reply.is_err() {
+            // Reconnect next time: the Sentinel may have restarted or be paused.
+            *self.connection.lock().await = None;
+        }
+        reply
+    }
+}
+
+/// All configured Sentinels of one master name.
+pub struct Sentinels {
+    nodes: Vec<SentinelNode>,
+    master_name: String,
+    connector: Connector,
+}
+
+impl fmt::Debug for Sentinels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sentinels")
+            .field("count", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl Sentinels {
+    pub fn new(settings: &RedisSettings, connector: Connector) -> Self {
+        let nodes = settings
+            .sentinels
+            .iter()
+            .filter_map(|addr| NodeAddr::parse(addr))
+            .map(|addr| SentinelNode {
+                host: addr.host,
+                port: addr.port,
+                connection: Mutex::new(None),
+            })
+            .collect();
+        Self {
+            nodes,
+            master_name: settings.master_name.clone(),
+            connector,
+        }
+    }
+
+    fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// The master named by a majority of all configured Sentinels, if any.
+    async fn master_by_majority(&self) -> (Option<NodeAddr>, usize) {
+        let mut command = redis::cmd("SENTINEL");
+        command
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.master_name);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.query(&self.connector, &command)),
+        )
+        .await;
+        let mut votes: HashMap<NodeAddr, usize> = HashMap::new();
+        let mut answered = 0;
+        for answer in answers.into_iter().flatten() {
+            answered += 1;
+            if let [host, port] = value::array(answer).as_slice()
+                && let (Some(host), Some(port)) = (value::text(host), value::text(port))
+                && let Ok(port) = port.parse()
+            {
+                *votes.entry(NodeAddr { host, port }).or_default() += 1;
+            }
+        }
+        let winner = votes
+            .into_iter()
+            .find(|(_, count)| *count >= self.majority())
+            .map(|(addr, _)| addr);
+        (winner, answered)
+    }
+
+    /// Replicas of `master` that a Sentinel sees connected, in sync and pointing at it.
+    async fn healthy_replicas(&self, master: &NodeAddr) -> Option<Vec<NodeAddr>> {
+        let mut command = redis::cmd("SENTINEL");
+        command.arg("REPLICAS").arg(&self.master_name);
+        for node in &self.nodes {
+            let Ok(reply) = node.query(&self.connector, &command).await else {
+                continue;
+            };
+            let mut replicas: Vec<NodeAddr> = value::array(reply)
+                .iter()
+                .map(value::map)
+                .filter(|fields| is_healthy_replica(fields, master))
+                .filter_map(|fields| {
+                    Some(NodeAddr {
+                        host: fields.get("ip")?.clone(),
+                        port: fields.get("port")?.parse().ok()?,
+                    })
+                })
+                .collect();
+            replicas.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+            return Some(replicas);
+        }
+        None
+    }
+
+    /// Whether every configured Sentinel still names `master` and none is
+    /// failing it over. Used when fewer replicas than expected acknowledged a
+    /// write: during a graceful failover the old master keeps accepting writes
+    /// for ~10 s while the promoted replica no longer receives them.
+    pub async fn confirm_master(&self, master: &NodeAddr) -> bool {
+        let mut command = redis::cmd("SENTINEL");
+        command.arg("MASTER").arg(&self.master_name);
+        let answers = join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.query(&self.connector, &command)),
+        )
+        .await;
+        answers.into_iter().all(|answer| {
+            let Ok(reply) = answer else { return false };
+            let fields = value::map(&reply);
+            let same_address = fields.get("ip") == Some(&master.host)
+                && fields.get("port").and_then(|p| p.parse().ok()) == Some(master.port);
+            let flags = fields.get("flags").map(String::as_str).unwrap_or("");
+            same_address && flags.split(',').all(|flag| flag == "master")
+        })
+    }
+}
+
+fn is_healthy_replica(fields: &HashMap<String, String>, master: &NodeAddr) -> bool {
+    let flags = fields.get("flags").map(String::as_str).unwrap_or("");
+    let flagged = flags
+        .split(',')
+        .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"));
+    !flagged
+        && fields.get("role-reported").map(String::as_str) == Some("slave")
+        && fields.get("master-link-status").map(String::as_str) == Some("ok")
+        && fields.get("master-host") == Some(&master.host)
+        && fields.get("master-port").and_then(|p| p.parse().ok()) == Some(master.port)
+}
+
+/// Publishes the topology; the pools read it at every checkout.
+pub struct Watcher {
+    pub sentinels: Arc<Sentinels>,
+    pub topology: watch::Sender<Topology>,
+    /// Wakes the watcher early (after a `READONLY` reply, for instance).
+    pub poke: Notify,
+    interval: Duration,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watcher")
+            .field("topology", &*self.topology.borrow())
+            .finish()
+    }
+}
+
+impl Watcher {
+    pub fn new(sentinels: Arc<Sentinels>, interval: Duration, metrics: Metrics) -> Self {
+        Self {
+            sentinels,
+            topology: watch::Sender::new(Topology::default()),
+            poke: Notify::new(),
+            interval,
+            metrics,
+        }
+    }
+
+    /// Polls until the process ends. Spawned once per `Redis` handle;
+    /// `on_change` sees every new topology.
+    pub async fn run(self: Arc<Self>, mut on_change: impl FnMut(&Topology) + Send + 'static) {
+        loop {
+            if self.poll_once().await {
+                on_change(&self.topology.borrow());
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = self.poke.notified() => {}
+            }
+        }
+    }
+
+    /// One round; returns whether the topology changed.
+    pub async fn poll_once(&self) -> bool {
+        let (master, answered) = self.sentinels.master_by_majority().await;
+        self.metrics.sentinels_reachable.set(answered as i64);
+        let Some(master) = master else {
+            if answered < self.sentinels.majority() {
+                tracing::warn!(
+                    answered,
+                    "fewer than a majority of Sentinels answered; keeping the last known master"
+                );
+            }
+            return false;
+        };
+        let replicas = self.sentinels.healthy_replicas(&master).await;
+        self.topology.send_if_modified(|topology| {
+            let mut modified = false;
+            if topology.master.as_ref() != Some(&master) {
+                tracing::warn!(previous = ?topology.master.as_ref().map(ToString::to_string), current = %master, "Redis master changed");
+                if topology.master.is_some() {
+                    self.metrics.failovers_followed.inc();
+                }
+                self.metrics.set_master(&master.to_string());
+                topology.master = Some(master.clone());
+                topology.master_epoch += 1;
+                modified = true;
+            }
+            if let Some(replicas) = replicas
+                && replicas != topology.replicas
+            {
+                tracing::info!(replicas = ?replicas.iter().map(ToString::to_string).collect::<Vec<_>>(), "healthy replicas changed");
+                self.metrics.healthy_replicas.set(replicas.len() as i64);
+                topology.replicas = replicas;
+                topology.replicas_epoch += 1;
+                modified = true;
+            }
+            modified
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! Builds the application: state, route table, middleware, and the two
+//! listeners (public API, internal metrics). `Application::build` binds before
+//! it returns, so tests pass port 0 and read the real port back.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::password::Passwords;
+use crate::auth::store::SessionStore;
+use crate::auth::tokens::Tokens;
+use crate::config::{AuthSettings, Settings, StoreSettings};
+use crate::error::{ApiError, json_error_handler, path_error_handler, query_error_handler};
+use crate::metrics::Metrics;
+use crate::openapi::ApiDoc;
+use crate::products::store::ProductStore;
+use crate::purchases::store::PurchaseStore;
+use crate::redis::{Keys, Redis};
+use crate::users::store::UserStore;
+use crate::{auth, bootstrap, health, products, purchases, telemetry, users};
+
+/// Shared by every worker of one instance.
+#[derive(Debug)]
+pub struct AppState {
+    /// Pools to the Redis master and replicas, following the Sentinels.
+    pub redis: Redis,
+    /// Builds every key under this deployment's prefix.
+    pub keys: Keys,
+    /// Signs and verifies access tokens.
+    pub tokens: Tokens,
+    /// argon2id hashing on the blocking pool.
+    pub passwords: Passwords,
+    /// Business and Redis metrics (HTTP metrics come from the middleware).
+    pub metrics: Metrics,
+    /// Token lifetimes and login throttling.
+    pub auth: AuthSettings,
+    /// Currency and idempotency settings.
+    pub store: StoreSettings,
+    /// Set once the bootstrap admin exists (or none is configured); readiness waits for it.
+    bootstrap_done: AtomicBool,
+}
+
+impl AppState {
+    pub fn users(&self) -> UserStore<'_> {
+        UserStore {
+            redis: &self.redis,
+            keys: &self.keys,
+        }
+    }
+    pub fn sessions(&self) -> SessionStore<'_> {
+        SessionStore {
+            redis: &self.redis,
+            keys: &self.keys,
+            settings: &self.auth,
+        }
+    }
+    pub fn products(&self) -> ProductStore<'_> {
+        ProductStore {
+            redis: &self.redis,
+            keys: &self.keys,
+        }
+    }
+    pub fn purchases(&self) -> PurchaseStore<'_> {
+        PurchaseStore {
+            redis: &self.redis,
+            keys: &self.keys,
+        }
+    }
+    pub fn bootstrap_finished(&self) -> bool {
+        self.bootstrap_done.load(Ordering::Acquire)
+    }
+}
+
+/// A bound, not yet running, instance.
+pub struct Application {
+    port: u16,
+    metrics_port: u16,
+    state: web::Data<AppState>,
+    server: Server,
+    metrics_server: Server,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("metrics_port", &self.metrics_port)
+            .finish()
+    }
+}
+
+impl Application {
+    /// Connects nothing yet (Redis is found in the background), binds both
+    /// listeners, and starts creating the bootstrap admin.
+    pub async fn build(settings: Settings) -> std::io::Result<Self> {
+        let metrics = Metrics::new();
+        let redis = Redis::start(&settings.redis, metrics.clone());
+        let state = web::Data::new(AppState {
+            redis,
+            keys: Keys::new(settings.redis.key_prefix.clone()),
+            tokens: Tokens::new(
+                &settings.auth.jwt_secret,
+                settings.auth.access_token_ttl_secs,
+            ),
+            passwords: Passwords::new(),
+            metrics: metrics.clone(),
+            auth: settings.auth.clone(),
+            store: settings.store.clone(),
+            bootstrap_done: AtomicBool::new(false),
+        });
+        {
+            let state = state.clone();
+            let admin = settings.bootstrap_admin.clone();
+            tokio::spawn(async move {
+                state.redis.refresh_topology().await;
+                bootstrap::ensure_admin(&state, &admin).await;
+                state.bootstrap_done.store(true, Ordering::Release);
+            });
+        }
+
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
+        let port = listener.local_addr()?.port();
+        let metrics_listener =
+            TcpListener::bind((settings.server.host.as_str(), settings.server.metrics_port))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
+
+        let json_limit = settings.server.json_body_limit_bytes;
+        let http_metrics = metrics.http_middleware();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            app(app_state.clone(), json_limit)
+                .wrap(http_metrics.clone())
+                .wrap(from_fn(telemetry::request_log))
+        })
+        .listen(listener)?
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(10));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+
+        let exported = metrics.clone();
+        let metrics_server = HttpServer::new(move || {
+            let exported = exported.clone();
+            App::new().route(
+                "/metrics",
+                web::get().to(move || {
+                    let body = exported.render();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("text/plain; version=0.0.4")
+                            .body(body)
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .listen(metrics_listener)?
+        .shutdown_timeout(1);
+
+        Ok(Self {
+            port,
+            metrics_port,
+            state,
+            server: server.run(),
+            metrics_server: metrics_server.run(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone().into_inner()
+    }
+
+    /// Serves until SIGTERM/SIGINT (actix handles the signals and drains).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.handle();
+        let result = self.server.await;
+        metrics.stop(true).await;
+        result
+    }
+}
+
+/// The application factory: used by the server and by in-process tests.
+pub fn app(
+    state: web::Data<AppState>,
+    json_limit: usize,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (app, api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .app_data(state)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(json_limit)
+                .error_handler(json_error_handler(json_limit)),
+        )
+        .app_data(web::QueryConfig::default().error_handler(query_error_handler))
+        .app_data(web::PathConfig::default().error_handler(path_error_handler))
+        .configure(health::configure)
+        .service(
+            utoipa_actix_web::scope("/api/v1")
+                .configure(auth::configure)
+                .configure(users::configure)
+                .configure(products::configure)
+                .configure(purchases::configure),
+        )
+        .split_for_parts();
+    app.service(SwaggerUi::new("/api/v1/docs/{_:.*}").url("/api/v1/openapi.json", api))
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".to_owned()))
+        }))
+}

@@ -1,0 +1,201 @@
+//! Own profile and admin user management.
+
+use actix_web::{get, patch, web};
+use uuid::Uuid;
+use validator::Validate;
+
+use super::model::{AdminUpdateUserRequest, Role, UpdateMeRequest, User};
+use super::store::EndSessions;
+use crate::auth::{Admin, Caller};
+use crate::error::{ApiError, Problem};
+use crate::pagination::{Page, PageQuery, decode_cursor, encode_cursor};
+use crate::startup::AppState;
+
+const USERS_CURSOR_SCOPE: &str = "users";
+
+/// The signed-in user.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = User),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/users/me")]
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<User>, ApiError> {
+    let stored = state
+        .users()
+        .get(caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+    Ok(web::Json(stored.user))
+}
+
+/// Change one's name or password. A password change needs `current_password`
+/// and ends every other session.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, body = User),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or wrong current password", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/users/me")]
+pub async fn update_me(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<UpdateMeRequest>,
+) -> Result<web::Json<User>, ApiError> {
+    body.validate()?;
+    let UpdateMeRequest {
+        name,
+        password,
+        current_password,
+    } = body.into_inner();
+    let mut fields = Vec::new();
+    if let Some(name) = name {
+        fields.push(("name", name.trim().to_owned()));
+    }
+    let mut end = EndSessions::None;
+    if let Some(password) = password {
+        let current = current_password.ok_or_else(|| {
+            ApiError::invalid_field(
+                "current_password",
+                "required",
+                "is required to change the password",
+            )
+        })?;
+        let stored = state
+            .users()
+            .get(caller.user_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+        if !state
+            .passwords
+            .verify(current, Some(stored.password_hash))
+            .await?
+        {
+            return Err(ApiError::invalid_field(
+                "current_password",
+                "mismatch",
+                "is not the current password",
+            ));
+        }
+        fields.push(("password_hash", state.passwords.hash(password).await?));
+        end = EndSessions::AllBut(caller.session_id);
+    }
+    let updated = state
+        .users()
+        .update(caller.user_id, &fields, end)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+    Ok(web::Json(updated.user))
+}
+
+/// All users, oldest first (admin).
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, body = Page<User>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/users")]
+pub async fn list(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<User>>, ApiError> {
+    query.validate()?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(USERS_CURSOR_SCOPE, c))
+        .transpose()?;
+    let (items, next) = state.users().list(after.as_deref(), query.limit()).await?;
+    Ok(web::Json(Page {
+        items,
+        next_cursor: next.map(|member| encode_cursor(USERS_CURSOR_SCOPE, &member)),
+    }))
+}
+
+/// One user (admin).
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, body = User),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/users/{id}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    id: web::Path<Uuid>,
+) -> Result<web::Json<User>, ApiError> {
+    let stored = state
+        .users()
+        .get(*id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+    Ok(web::Json(stored.user))
+}
+
+/// Change a user's role or disable it (admin). Disabling ends its sessions at once.
+/// Admins cannot demote or disable themselves, so the store always keeps an admin.
+#[utoipa::path(
+    tag = "users",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    request_body = AdminUpdateUserRequest,
+    responses(
+        (status = 200, body = User),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin tried to demote or disable themselves", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/users/{id}")]
+pub async fn update(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    id: web::Path<Uuid>,
+    body: web::Json<AdminUpdateUserRequest>,
+) -> Result<web::Json<User>, ApiError> {
+    body.validate()?;
+    let id = id.into_inner();
+    let AdminUpdateUserRequest { role, disabled } = body.into_inner();
+    if id == admin.user_id && (role == Some(Role::Customer) || disabled == Some(true)) {
+        return Err(ApiError::conflict(
+            "self_lockout",
+            "admins cannot demote or disable themselves",
+        ));
+    }
+    let mut fields = Vec::new();
+    if let Some(role) = role {
+        fields.push(("role", role.as_str().to_owned()));
+    }
+    let mut end = EndSessions::None;
+    if let Some(disabled) = disabled {
+        fields.push(("disabled", if disabled { "1" } else { "0" }.to_owned()));
+        if disabled {
+            end = EndSessions::All;
+        }
+    }
+    let updated = state
+        .users()
+        .update(id, &fields, end)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+    Ok(web::Json(updated.user))
+}

@@ -1,0 +1,147 @@
+//! Users as clients see them, and the request bodies that change them.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use crate::redis::{RedisError, value};
+
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "customer" => Some(Self::Customer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A user. The password hash never leaves the store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    /// Normalised (trimmed, lower-case); unique.
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// A user with its password hash, for login and password changes.
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    pub user: User,
+    pub password_hash: String,
+}
+
+impl StoredUser {
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, RedisError> {
+        Ok(Self {
+            user: User {
+                id: value::parse(fields, "id")?,
+                email: value::field(fields, "email")?.to_owned(),
+                name: value::field(fields, "name")?.to_owned(),
+                role: Role::parse(value::field(fields, "role")?).ok_or_else(|| {
+                    RedisError::Unexpected("stored user has an unknown role".to_owned())
+                })?,
+                disabled: value::field(fields, "disabled")? == "1",
+                created_at: value::field(fields, "created_at")?.to_owned(),
+            },
+            password_hash: value::field(fields, "password_hash")?.to_owned(),
+        })
+    }
+}
+
+/// Trims and lower-cases an email so that `Ann@Example.com ` and
+/// `ann@example.com` are one account.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn password_policy(password: &str) -> Result<(), ValidationError> {
+    let length = password.chars().count();
+    if (PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&length) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("length").with_message(
+            format!("must be {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters").into(),
+        ))
+    }
+}
+
+fn display_name(name: &str) -> Result<(), ValidationError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 100 {
+        return Err(
+            ValidationError::new("length").with_message("must be 1 to 100 characters".into())
+        );
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ValidationError::new("characters")
+            .with_message("must not contain control characters".into()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, Serialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[validate(email(message = "must be a valid email address"), length(max = 254))]
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    /// 8 to 128 characters.
+    #[validate(custom(function = "password_policy"))]
+    #[schema(
+        example = "correct horse battery staple",
+        min_length = 8,
+        max_length = 128
+    )]
+    pub password: String,
+    #[validate(custom(function = "display_name"))]
+    #[schema(example = "Ann", min_length = 1, max_length = 100)]
+    pub name: String,
+}
+
+/// Changes to one's own profile. A password change needs the current password
+/// and ends every other session of the user.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    #[validate(custom(function = "display_name"))]
+    pub name: Option<String>,
+    #[validate(custom(function = "password_policy"))]
+    pub password: Option<String>,
+    /// Required with `password`.
+    pub current_password: Option<String>,
+}
+
+/// What an admin may change on any user.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUpdateUserRequest {
+    pub role: Option<Role>,
+    /// Disabling ends every session of the user at once.
+    pub disabled: Option<bool>,
+}

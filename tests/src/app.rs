@@ -1,0 +1,124 @@
+//! `TestStack`: a real Redis HA topology plus one or more API instances built
+//! with the same `Application::build` as production, each on its own port, all
+//! sharing one key namespace that no other test uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use evergreen_api::config::Settings;
+use evergreen_api::startup::{AppState, Application};
+
+use crate::client::{Api, Session};
+use crate::redis_ha::{RedisHa, RedisHaOptions};
+use crate::wait;
+
+pub const ADMIN_EMAIL: &str = "admin@evergreen.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+const JWT_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+/// One running API instance.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base_url: String,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub state: Arc<AppState>,
+}
+
+/// Redis HA plus API instances.
+#[derive(Debug)]
+pub struct TestStack {
+    pub redis: RedisHa,
+    pub apps: Vec<TestApp>,
+    pub key_prefix: String,
+}
+
+impl TestStack {
+    /// Redis HA and one API instance.
+    pub async fn start() -> Self {
+        Self::start_with(1, RedisHaOptions::default()).await
+    }
+
+    pub async fn start_with(instances: usize, options: RedisHaOptions) -> Self {
+        let redis = RedisHa::start(options).await;
+        let key_prefix = format!("evergreen-test:{}:", uuid::Uuid::new_v4().simple());
+        let mut stack = Self {
+            redis,
+            apps: Vec::new(),
+            key_prefix,
+        };
+        for _ in 0..instances {
+            stack.spawn_app().await;
+        }
+        stack
+    }
+
+    /// Settings every instance of this stack uses; tests may change them before
+    /// calling [`Self::spawn_app_with`].
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::load_with_overrides(&[
+            ("auth.jwt_secret", JWT_SECRET.to_owned()),
+            ("bootstrap_admin.email", ADMIN_EMAIL.to_owned()),
+            ("bootstrap_admin.password", ADMIN_PASSWORD.to_owned()),
+            ("server.port", "0".to_owned()),
+            ("server.metrics_port", "0".to_owned()),
+            ("server.workers", "2".to_owned()),
+        ])
+        .expect("test settings are valid");
+        settings.redis.sentinels = self.redis.sentinel_addrs();
+        settings.redis.password = self.redis.password().to_owned().into();
+        settings.redis.sentinel_password = self.redis.sentinel_password().to_owned().into();
+        settings.redis.key_prefix = self.key_prefix.clone();
+        settings
+    }
+
+    pub async fn spawn_app(&mut self) -> &TestApp {
+        let settings = self.settings();
+        self.spawn_app_with(settings).await
+    }
+
+    /// Starts an instance and waits until it is ready.
+    pub async fn spawn_app_with(&mut self, settings: Settings) -> &TestApp {
+        let application = Application::build(settings)
+            .await
+            .expect("the API binds its ports");
+        let app = TestApp {
+            base_url: format!("http://127.0.0.1:{}", application.port()),
+            port: application.port(),
+            metrics_port: application.metrics_port(),
+            state: application.state(),
+        };
+        tokio::spawn(application.run_until_stopped());
+        let api = Api::new(&app.base_url);
+        wait::until(
+            "the API to report ready",
+            Duration::from_secs(15),
+            || async {
+                let response = api
+                    .raw(reqwest::Method::GET, "/health/ready")
+                    .send()
+                    .await
+                    .ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await;
+        self.apps.push(app);
+        self.apps.last().expect("just pushed")
+    }
+
+    /// A client of instance `index`.
+    pub fn api(&self, index: usize) -> Api {
+        Api::new(&self.apps[index].base_url)
+    }
+
+    /// The bootstrap admin, signed in on instance 0.
+    pub async fn admin(&self) -> Session {
+        self.api(0).login_ok(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// A new customer, registered and signed in on instance 0.
+    pub async fn customer(&self) -> Session {
+        self.api(0).new_customer().await
+    }
+}

@@ -1,0 +1,243 @@
+//! A thin HTTP client with one method per endpoint, returning the raw response
+//! so tests can assert status, headers and body.
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: Uuid,
+    pub email: String,
+    pub password: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// Reads a JSON body, panicking with the body text if it is not JSON.
+pub async fn json(response: Response) -> Value {
+    let text = response.text().await.expect("a readable body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"))
+}
+
+/// Asserts the status, returning the JSON body; prints the body on mismatch.
+pub async fn expect(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.expect("a readable body");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+}
+
+/// Asserts an error response: status, problem+json media type and `code`.
+pub async fn expect_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = expect(response, status).await;
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "body: {body}"
+    );
+    assert_eq!(body["code"], code, "body: {body}");
+    assert_eq!(body["status"], status.as_u16(), "body: {body}");
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem lacks `{field}`: {body}");
+    }
+    body
+}
+
+impl Api {
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("a client can be built");
+        Self {
+            base_url: base_url.to_owned(),
+            http,
+        }
+    }
+
+    pub fn raw(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base_url))
+    }
+
+    fn authed(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.raw(method, &format!("/api/v1{path}"))
+            .bearer_auth(token)
+    }
+
+    async fn send(builder: RequestBuilder) -> Response {
+        builder.send().await.expect("the API answers")
+    }
+
+    // --- auth ---
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Response {
+        Self::send(
+            self.raw(Method::POST, "/api/v1/auth/register")
+                .json(&json!({"email": email, "password": password, "name": name})),
+        )
+        .await
+    }
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        Self::send(
+            self.raw(Method::POST, "/api/v1/auth/login")
+                .json(&json!({"email": email, "password": password})),
+        )
+        .await
+    }
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        Self::send(
+            self.raw(Method::POST, "/api/v1/auth/refresh")
+                .json(&json!({"refresh_token": refresh_token})),
+        )
+        .await
+    }
+    pub async fn logout(&self, token: &str) -> Response {
+        Self::send(self.authed(Method::POST, "/auth/logout", token)).await
+    }
+
+    // --- users ---
+    pub async fn me(&self, token: &str) -> Response {
+        Self::send(self.authed(Method::GET, "/users/me", token)).await
+    }
+    pub async fn update_me(&self, token: &str, body: &Value) -> Response {
+        Self::send(self.authed(Method::PATCH, "/users/me", token).json(body)).await
+    }
+    pub async fn list_users(&self, token: &str, query: &str) -> Response {
+        Self::send(self.authed(Method::GET, &format!("/users{query}"), token)).await
+    }
+    pub async fn get_user(&self, token: &str, id: &str) -> Response {
+        Self::send(self.authed(Method::GET, &format!("/users/{id}"), token)).await
+    }
+    pub async fn update_user(&self, token: &str, id: &str, body: &Value) -> Response {
+        Self::send(
+            self.authed(Method::PATCH, &format!("/users/{id}"), token)
+                .json(body),
+        )
+        .await
+    }
+
+    // --- products ---
+    pub async fn list_products(&self, query: &str) -> Response {
+        Self::send(self.raw(Method::GET, &format!("/api/v1/products{query}"))).await
+    }
+    pub async fn get_product(&self, id: &str) -> Response {
+        Self::send(self.raw(Method::GET, &format!("/api/v1/products/{id}"))).await
+    }
+    pub async fn create_product(&self, token: &str, body: &Value) -> Response {
+        Self::send(self.authed(Method::POST, "/products", token).json(body)).await
+    }
+    pub async fn update_product(
+        &self,
+        token: &str,
+        id: &str,
+        if_match: Option<&str>,
+        body: &Value,
+    ) -> Response {
+        let mut builder = self
+            .authed(Method::PATCH, &format!("/products/{id}"), token)
+            .json(body);
+        if let Some(etag) = if_match {
+            builder = builder.header("If-Match", etag);
+        }
+        Self::send(builder).await
+    }
+    pub async fn add_stock(&self, token: &str, id: &str, delta: i64) -> Response {
+        Self::send(
+            self.authed(Method::POST, &format!("/products/{id}/stock"), token)
+                .json(&json!({"delta": delta})),
+        )
+        .await
+    }
+    pub async fn archive_product(&self, token: &str, id: &str) -> Response {
+        Self::send(self.authed(Method::DELETE, &format!("/products/{id}"), token)).await
+    }
+
+    // --- purchases ---
+    pub async fn purchase(
+        &self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        body: &Value,
+    ) -> Response {
+        let mut builder = self.authed(Method::POST, "/purchases", token).json(body);
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        Self::send(builder).await
+    }
+    pub async fn list_purchases(&self, token: &str, query: &str) -> Response {
+        Self::send(self.authed(Method::GET, &format!("/purchases{query}"), token)).await
+    }
+    pub async fn get_purchase(&self, token: &str, id: &str) -> Response {
+        Self::send(self.authed(Method::GET, &format!("/purchases/{id}"), token)).await
+    }
+    pub async fn cancel_purchase(&self, token: &str, id: &str) -> Response {
+        Self::send(self.authed(Method::POST, &format!("/purchases/{id}/cancel"), token)).await
+    }
+
+    // --- helpers built on the endpoints ---
+    pub async fn login_ok(&self, email: &str, password: &str) -> Session {
+        let body = expect(self.login(email, password).await, StatusCode::OK).await;
+        let access_token = body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned();
+        let me = expect(self.me(&access_token).await, StatusCode::OK).await;
+        Session {
+            user_id: me["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .expect("user id"),
+            email: email.to_owned(),
+            password: password.to_owned(),
+            access_token,
+            refresh_token: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+        }
+    }
+
+    /// Registers a fresh customer and signs it in.
+    pub async fn new_customer(&self) -> Session {
+        let email = format!("customer-{}@example.com", Uuid::new_v4().simple());
+        let password = "customer-password-1";
+        expect(
+            self.register(&email, password, "Test Customer").await,
+            StatusCode::CREATED,
+        )
+        .await;
+        self.login_ok(&email, password).await
+    }
+
+    /// Creates a product as `admin` and returns its JSON.
+    pub async fn new_product(&self, admin: &Session, price_cents: i64, stock: i64) -> Value {
+        let sku = format!("SKU-{}", Uuid::new_v4().simple());
+        let body = json!({
+            "sku": sku, "name": format!("Product {sku}"), "description": "A test product",
+            "price_cents": price_cents, "currency": "USD", "stock": stock, "category": "test",
+        });
+        expect(
+            self.create_product(&admin.access_token, &body).await,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+}

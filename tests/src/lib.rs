@@ -1,0 +1,12 @@
+//! End-to-end harness for Evergreen: real Redis, Sentinels and API instances on
+//! loopback.
+//!
+//! - [`redis_ha`]: a master, two replicas and three Sentinels from the shipped `redis/` templates.
+//! - [`app`]: API instances on top of it, each built like production.
+//! - [`client`]: one method per endpoint, plus assertion helpers.
+//! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
+
+pub mod app;
+pub mod client;
+pub mod redis_ha;
+pub mod wait;
