@@ -76,6 +76,9 @@ pub struct RedisSettings {
     /// Bound on any single command or pipeline.
     #[validate(range(min = 10, max = 2000))]
     pub command_timeout_ms: u64,
+    /// Bound on one whole Redis operation, retries and replica confirmation included.
+    #[validate(range(min = 100, max = 5000))]
+    pub operation_timeout_ms: u64,
     /// `WAIT` timeout: how long a write waits for replica acknowledgements.
     #[validate(range(min = 10, max = 1900))]
     pub replica_ack_timeout_ms: u64,

@@ -15,6 +15,7 @@ use super::store::{CancelOutcome, Order, PurchaseOutcome};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_cursor, encode_cursor};
+use crate::redis::RedisError;
 use crate::startup::AppState;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -112,16 +113,27 @@ pub async fn create(
         in_flight_ms: state.store.idempotency_in_flight_secs * 1000,
     };
     let purchases = state.purchases();
-    match purchases.create(order).await? {
+    let settle = || async {
+        if let Err(error) = purchases.settle(caller.user_id, &key).await {
+            tracing::warn!(%error, "could not settle the idempotency record; retries wait for the in-flight window");
+        }
+    };
+    let outcome = match purchases.create(order).await {
+        Ok(outcome) => outcome,
+        Err(RedisError::Unconfirmed) => {
+            settle().await;
+            return Err(RedisError::Unconfirmed.into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    match outcome {
         PurchaseOutcome::Created(purchase) => {
             state.metrics.purchases.inc();
             state
                 .metrics
                 .revenue_cents
                 .inc_by(purchase.total_cents.max(0) as u64);
-            if let Err(error) = purchases.mark_confirmed(caller.user_id, &key).await {
-                tracing::warn!(%error, "could not mark the idempotency record confirmed; replays wait for the in-flight window");
-            }
+            settle().await;
             Ok(created(&purchase, false))
         }
         PurchaseOutcome::Replayed(mut purchase) => {

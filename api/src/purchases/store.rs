@@ -118,23 +118,35 @@ impl PurchaseStore<'_> {
         }
     }
 
-    /// Marks the idempotency record confirmed, so a retry replays at once
-    /// instead of waiting out the in-flight window. Losing this mark only
-    /// delays replays, so it is not confirmed with `WAIT`.
-    pub async fn mark_confirmed(
-        &self,
-        user_id: Uuid,
-        idempotency_key: &str,
-    ) -> Result<(), RedisError> {
+    /// Marks the idempotency record settled, so that a retry with the same
+    /// key replays at once instead of getting 409 "in flight" until the
+    /// window ends. Called after a purchase was confirmed, and after it was
+    /// NOT confirmed (503): that request is over too, and the replay's own
+    /// `WAIT` confirms the original purchase (or, if it was lost with a
+    /// demoted master, the record is gone as well and the retry buys anew).
+    /// Losing this mark only delays replays, so it is not confirmed itself.
+    pub async fn settle(&self, user_id: Uuid, idempotency_key: &str) -> Result<(), RedisError> {
+        let key = self.keys.idempotency(user_id, idempotency_key);
         let mut pipe = redis::pipe();
-        pipe.cmd("HSET")
-            .arg(self.keys.idempotency(user_id, idempotency_key))
-            .arg("state")
-            .arg("completed")
-            .ignore();
-        self.redis
-            .write_unconfirmed("purchase_confirm", &pipe)
-            .await
+        pipe.cmd("EXISTS").arg(&key);
+        // Only the purchase script creates the record and nothing deletes it
+        // before its TTL, so "exists, then set" needs no transaction.
+        let (exists,): (bool,) = self
+            .redis
+            .write_unconfirmed("purchase_settle", &pipe)
+            .await?;
+        if exists {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("state")
+                .arg("completed")
+                .ignore();
+            self.redis
+                .write_unconfirmed::<()>("purchase_settle", &pipe)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Purchase>, RedisError> {

@@ -28,53 +28,92 @@ pub enum RedisError {
     Unexpected(String),
 }
 
+/// Server error codes carried by `error`, including those of commands inside a
+/// pipeline or an aborted transaction (redis-rs wraps them: the outer error has
+/// no code of its own).
+fn server_codes(error: &redis::RedisError) -> Vec<String> {
+    error
+        .clone()
+        .into_server_errors()
+        .map(|errors| errors.iter().map(|(_, e)| e.code().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn has_code(error: &redis::RedisError, codes: &[&str]) -> bool {
+    server_codes(error)
+        .iter()
+        .any(|code| codes.contains(&code.as_str()))
+}
+
+/// Replies that mean "this node cannot take the command now", not "bug":
+/// a demoted master, a master without in-sync replicas, a replica loading.
+const RETRYABLE_CODES: &[&str] = &[
+    "READONLY",
+    "NOREPLICAS",
+    "LOADING",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "BUSY",
+    "NOAUTH",
+];
+
 impl From<redis::RedisError> for RedisError {
     fn from(error: redis::RedisError) -> Self {
-        use redis::{ErrorKind, ServerErrorKind};
         if error.is_timeout() {
             return Self::Unavailable("Redis did not answer in time".to_owned());
         }
         if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
             return Self::Unavailable(format!("Redis connection failed: {}", error.category()));
         }
-        match error.kind() {
-            ErrorKind::Server(
-                ServerErrorKind::ReadOnly
-                | ServerErrorKind::BusyLoading
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::TryAgain,
-            ) => Self::Unavailable(format!(
-                "Redis is not accepting writes ({})",
-                error.category()
-            )),
-            _ if matches!(error.code(), Some("NOREPLICAS" | "BUSY" | "NOAUTH")) => {
-                Self::Unavailable(format!("Redis refused the command ({})", error.category()))
-            }
-            _ => Self::Unexpected(error.to_string()),
+        let codes = server_codes(&error);
+        if let Some(code) = codes
+            .iter()
+            .find(|code| RETRYABLE_CODES.contains(&code.as_str()))
+        {
+            return Self::Unavailable(format!("Redis refused the command ({code})"));
         }
+        Self::Unexpected(error.to_string())
     }
 }
 
 /// Whether the connection that produced this error must not be reused.
 pub(crate) fn poisons_connection(error: &redis::RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
     error.is_timeout()
         || error.is_io_error()
         || error.is_connection_dropped()
         || error.is_unrecoverable_error()
-        || matches!(
-            error.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-        )
+        // LOADING: a replica resyncing after a failover; the next connection
+        // goes to another replica.
+        || has_code(error, &["READONLY", "MASTERDOWN", "LOADING"])
 }
 
 /// `READONLY`: we wrote to a node that is (now) a replica. Nothing was applied,
 /// so the write may be retried once on the real master.
 pub(crate) fn is_readonly(error: &redis::RedisError) -> bool {
-    matches!(
-        error.kind(),
-        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-    )
+    has_code(error, &["READONLY"])
+}
+
+/// `NOSCRIPT`: the node's script cache is empty (restarted, flushed, or just
+/// promoted). Nothing was applied; load the scripts and retry.
+pub(crate) fn is_noscript(error: &redis::RedisError) -> bool {
+    has_code(error, &["NOSCRIPT"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_noreplicas_reply_inside_a_pipeline_is_retryable_not_a_bug() {
+        let inner = redis::make_extension_error(
+            "NOREPLICAS".to_owned(),
+            Some("Not enough good replicas".to_owned()),
+        );
+        assert!(matches!(
+            RedisError::from(inner),
+            RedisError::Unavailable(_)
+        ));
+    }
 }
 
 /// A pipeline whose commands run as one MULTI/EXEC transaction. Unlike

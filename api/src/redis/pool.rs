@@ -23,7 +23,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Pipeline, Value};
 
 use super::sentinel::{Connector, NodeAddr, Sentinels, Watcher};
-use super::{RedisError, is_readonly, poisons_connection, scripts};
+use super::{RedisError, is_noscript, is_readonly, poisons_connection, scripts};
 use crate::config::RedisSettings;
 use crate::metrics::Metrics;
 
@@ -142,6 +142,8 @@ pub struct Redis {
     watcher: Arc<Watcher>,
     metrics: Metrics,
     ack_timeout: Duration,
+    /// Bound on one whole operation: pool wait, connect, retry, WAIT, Sentinel check.
+    operation_timeout: Duration,
     read_from_replicas: bool,
 }
 
@@ -188,6 +190,7 @@ impl Redis {
             watcher: watcher.clone(),
             metrics,
             ack_timeout: Duration::from_millis(settings.replica_ack_timeout_ms),
+            operation_timeout: Duration::from_millis(settings.operation_timeout_ms),
             read_from_replicas: settings.read_from_replicas,
         };
         let (master, replicas) = (redis.master.clone(), redis.replicas.clone());
@@ -231,13 +234,19 @@ impl Redis {
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
         if self.read_from_replicas {
-            match self.run(Role::Replica, op, pipe).await {
-                Ok(value) => return Ok(value),
-                Err(RedisError::Unexpected(detail)) => return Err(RedisError::Unexpected(detail)),
-                Err(RedisError::Unavailable(_) | RedisError::Unconfirmed) => {
-                    self.metrics.replica_read_fallbacks.inc();
+            // Two tries: a failed connection is dropped and the next one is
+            // made to the other replica (one may be resyncing mid-failover,
+            // while the master may be the node that is down).
+            for _ in 0..2 {
+                match self.run(Role::Replica, op, pipe).await {
+                    Ok(value) => return Ok(value),
+                    Err(RedisError::Unexpected(detail)) => {
+                        return Err(RedisError::Unexpected(detail));
+                    }
+                    Err(RedisError::Unavailable(_) | RedisError::Unconfirmed) => {}
                 }
             }
+            self.metrics.replica_read_fallbacks.inc();
         }
         self.run(Role::Master, op, pipe).await
     }
@@ -270,7 +279,7 @@ impl Redis {
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
         let started = Instant::now();
-        let result = self.write_inner(pipe).await;
+        let result = self.bounded(self.write_inner(pipe)).await;
         self.metrics.observe_redis(op, started.elapsed(), &result);
         result
     }
@@ -323,6 +332,7 @@ impl Redis {
                 self.watcher.poke.notify_one();
                 return Err(RedisError::Unconfirmed);
             }
+            tracing::info!(acked, required, master = %addr, "write confirmed by the Sentinels after fewer acks than replicas");
         }
         T::from_redis_value(Value::Array(replies))
             .map_err(|e| RedisError::Unexpected(e.to_string()))
@@ -335,22 +345,39 @@ impl Redis {
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
         let started = Instant::now();
-        let result = async {
-            let mut connection = self.checkout(role).await?;
-            match pipe.query_async::<T>(&mut connection.connection).await {
-                Ok(value) => Ok(value),
-                Err(error) => {
-                    if poisons_connection(&error) {
-                        let _ = Object::take(connection);
-                        self.watcher.poke.notify_one();
+        let result = self
+            .bounded(async {
+                let mut connection = self.checkout(role).await?;
+                match pipe.query_async::<T>(&mut connection.connection).await {
+                    Ok(value) => Ok(value),
+                    Err(error) => {
+                        if poisons_connection(&error) {
+                            let _ = Object::take(connection);
+                            self.watcher.poke.notify_one();
+                        }
+                        Err(error.into())
                     }
-                    Err(error.into())
                 }
-            }
-        }
-        .await;
+            })
+            .await;
         self.metrics.observe_redis(op, started.elapsed(), &result);
         result
+    }
+
+    /// Cuts an operation off at `operation_timeout`. A write cut off this way
+    /// may still be applied later (the command was sent): callers report it as
+    /// unavailable, never as done, and idempotency keys make retries safe.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        tokio::time::timeout(self.operation_timeout, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RedisError::Unavailable(
+                    "Redis operation timed out".to_owned(),
+                ))
+            })
     }
 
     /// A pooled connection that belongs to the current topology.
@@ -382,13 +409,6 @@ fn single(command: &str) -> Pipeline {
     let mut pipe = redis::pipe();
     pipe.cmd(command);
     pipe
-}
-
-fn is_noscript(error: &redis::RedisError) -> bool {
-    matches!(
-        error.kind(),
-        redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-    )
 }
 
 fn pool_error(error: managed::PoolError<RedisError>) -> RedisError {

@@ -56,19 +56,35 @@ pub struct Topology {
     /// Bumped whenever `master` changes: connections tagged with an older epoch
     /// are never handed out again.
     pub master_epoch: u64,
-    /// Replicas that the Sentinels see connected and in sync with `master`.
+    /// Replicas that the Sentinels see connected and in sync with `master`:
+    /// safe to read from.
     pub replicas: Vec<NodeAddr>,
     /// Bumped whenever `replicas` changes.
     pub replicas_epoch: u64,
+    /// Replicas Sentinel could promote: every replica not flagged down, in
+    /// sync or not, the one being promoted right now included.
+    pub promotable_replicas: usize,
 }
 
 impl Topology {
-    /// Replica acknowledgements a write needs: every healthy replica, so that
-    /// whichever one Sentinel promotes holds the write (at least one, which the
-    /// servers' `min-replicas-to-write 1` demands anyway).
+    /// Replica acknowledgements a write needs: every replica Sentinel could
+    /// promote, so that whichever one it picks holds the write (at least one,
+    /// which the servers' `min-replicas-to-write 1` demands anyway).
+    ///
+    /// Counting only in-sync replicas is not enough: when a graceful failover
+    /// starts, the replica being promoted stops being "in sync" first, and a
+    /// write acknowledged by the other replica alone is thrown away when that
+    /// replica resyncs from the new master (measured: ~50 of ~3000 lost).
     pub fn required_acks(&self) -> usize {
-        self.replicas.len().max(1)
+        self.promotable_replicas.max(1)
     }
+}
+
+/// What `SENTINEL REPLICAS` says about the replicas of one master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReplicaView {
+    in_sync: Vec<NodeAddr>,
+    promotable: usize,
 }
 
 /// Connects to Redis nodes and Sentinels with the configured timeouts and passwords.
@@ -227,27 +243,50 @@ impl Sentinels {
         (winner, answered)
     }
 
-    /// Replicas of `master` that a Sentinel sees connected, in sync and pointing at it.
-    async fn healthy_replicas(&self, master: &NodeAddr) -> Option<Vec<NodeAddr>> {
+    /// The replicas of `master` as the first Sentinel that answers sees them.
+    /// `former_masters` still reporting role master are being demoted, not
+    /// promoted, so they do not count as promotable.
+    async fn replicas(
+        &self,
+        master: &NodeAddr,
+        former_masters: &[NodeAddr],
+    ) -> Option<ReplicaView> {
         let mut command = redis::cmd("SENTINEL");
         command.arg("REPLICAS").arg(&self.master_name);
         for node in &self.nodes {
             let Ok(reply) = node.query(&self.connector, &command).await else {
                 continue;
             };
-            let mut replicas: Vec<NodeAddr> = value::array(reply)
+            let entries: Vec<(NodeAddr, HashMap<String, String>)> = value::array(reply)
                 .iter()
                 .map(value::map)
-                .filter(|fields| is_healthy_replica(fields, master))
                 .filter_map(|fields| {
-                    Some(NodeAddr {
+                    let addr = NodeAddr {
                         host: fields.get("ip")?.clone(),
                         port: fields.get("port")?.parse().ok()?,
-                    })
+                    };
+                    Some((addr, fields))
                 })
                 .collect();
-            replicas.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-            return Some(replicas);
+            let promotable = entries
+                .iter()
+                .filter(|(addr, fields)| {
+                    let demoting = fields.get("role-reported").map(String::as_str)
+                        == Some("master")
+                        && former_masters.contains(addr);
+                    !is_down(fields) && !demoting
+                })
+                .count();
+            let mut in_sync: Vec<NodeAddr> = entries
+                .into_iter()
+                .filter(|(_, fields)| is_in_sync_replica(fields, master))
+                .map(|(addr, _)| addr)
+                .collect();
+            in_sync.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+            return Some(ReplicaView {
+                in_sync,
+                promotable,
+            });
         }
         None
     }
@@ -276,12 +315,28 @@ impl Sentinels {
     }
 }
 
-fn is_healthy_replica(fields: &HashMap<String, String>, master: &NodeAddr) -> bool {
+/// Down in Sentinel's judgement: such a replica is never promoted.
+///
+/// `disconnected` is deliberately not enough: Sentinel's promotion of a
+/// replica ends with `CLIENT KILL TYPE normal`, which drops Sentinel's own link
+/// to the replica being promoted, so for a moment exactly the replica that
+/// must hold every write looks "disconnected" (measured: writes acknowledged
+/// in that 250 ms window were lost).
+fn is_down(fields: &HashMap<String, String>) -> bool {
     let flags = fields.get("flags").map(String::as_str).unwrap_or("");
-    let flagged = flags
+    flags
         .split(',')
-        .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"));
-    !flagged
+        .any(|flag| matches!(flag, "s_down" | "o_down"))
+}
+
+fn is_disconnected(fields: &HashMap<String, String>) -> bool {
+    let flags = fields.get("flags").map(String::as_str).unwrap_or("");
+    flags.split(',').any(|flag| flag == "disconnected")
+}
+
+fn is_in_sync_replica(fields: &HashMap<String, String>, master: &NodeAddr) -> bool {
+    !is_down(fields)
+        && !is_disconnected(fields)
         && fields.get("role-reported").map(String::as_str) == Some("slave")
         && fields.get("master-link-status").map(String::as_str) == Some("ok")
         && fields.get("master-host") == Some(&master.host)
@@ -296,6 +351,8 @@ pub struct Watcher {
     pub poke: Notify,
     interval: Duration,
     metrics: Metrics,
+    /// Masters this process followed before the current one.
+    former_masters: std::sync::Mutex<Vec<NodeAddr>>,
 }
 
 impl fmt::Debug for Watcher {
@@ -313,6 +370,7 @@ impl Watcher {
             topology: watch::Sender::new(Topology::default()),
             poke: Notify::new(),
             interval,
+            former_masters: std::sync::Mutex::default(),
             metrics,
         }
     }
@@ -344,25 +402,44 @@ impl Watcher {
             }
             return false;
         };
-        let replicas = self.sentinels.healthy_replicas(&master).await;
+        let former_masters = self
+            .former_masters
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default();
+        let view = self.sentinels.replicas(&master, &former_masters).await;
         self.topology.send_if_modified(|topology| {
             let mut modified = false;
-            if topology.master.as_ref() != Some(&master) {
+            let master_changed = topology.master.as_ref() != Some(&master);
+            if master_changed {
                 tracing::warn!(previous = ?topology.master.as_ref().map(ToString::to_string), current = %master, "Redis master changed");
-                if topology.master.is_some() {
+                if let Some(previous) = topology.master.clone() {
                     self.metrics.failovers_followed.inc();
+                    if let Ok(mut former) = self.former_masters.lock() {
+                        former.retain(|addr| *addr != master && *addr != previous);
+                        former.push(previous);
+                    }
                 }
                 self.metrics.set_master(&master.to_string());
                 topology.master = Some(master.clone());
                 topology.master_epoch += 1;
                 modified = true;
             }
-            if let Some(replicas) = replicas
-                && replicas != topology.replicas
-            {
-                tracing::info!(replicas = ?replicas.iter().map(ToString::to_string).collect::<Vec<_>>(), "healthy replicas changed");
-                self.metrics.healthy_replicas.set(replicas.len() as i64);
-                topology.replicas = replicas;
+            let Some(view) = view else { return modified };
+            if view.promotable != topology.promotable_replicas {
+                tracing::info!(promotable = view.promotable, "replicas a write must reach changed");
+                topology.promotable_replicas = view.promotable;
+                modified = true;
+            }
+            // Mid-failover, before the switch, Sentinel reports no in-sync
+            // replica (one is being promoted, the other reconfigured) while the
+            // master may be paused. Both still hold every confirmed write, so
+            // keep reading from them rather than from the dead master.
+            let mid_failover = view.in_sync.is_empty() && !master_changed;
+            if view.in_sync != topology.replicas && !mid_failover {
+                tracing::info!(replicas = ?view.in_sync.iter().map(ToString::to_string).collect::<Vec<_>>(), "in-sync replicas changed");
+                self.metrics.healthy_replicas.set(view.in_sync.len() as i64);
+                topology.replicas = view.in_sync;
                 topology.replicas_epoch += 1;
                 modified = true;
             }
