@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, guard, web};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
@@ -189,11 +189,24 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT (actix handles the signals and drains).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // An actix `Server` only accepts connections while it is polled: the
+        // metrics listener runs beside the API and stops with it.
         let metrics = self.metrics_server.handle();
+        let metrics_task = tokio::spawn(self.metrics_server);
         let result = self.server.await;
         metrics.stop(true).await;
+        let _ = metrics_task.await;
         result
     }
+}
+
+/// Where the generated OpenAPI document is served.
+const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// Prefix of the Swagger UI pages.
+const DOCS_PREFIX: &str = "/api/v1/docs/";
+
+fn is_docs_path(path: &str) -> bool {
+    path == OPENAPI_PATH || path.starts_with(DOCS_PREFIX)
 }
 
 /// The application factory: used by the server and by in-process tests.
@@ -223,13 +236,18 @@ pub fn app(
         .configure(health::configure)
         .service(
             utoipa_actix_web::scope("/api/v1")
+                // A scope that matches its prefix answers 404 for any path it
+                // lacks, so it must let the docs (registered after it) through.
+                .guard(guard::fn_guard(|context| {
+                    !is_docs_path(context.head().uri.path())
+                }))
                 .configure(auth::configure)
                 .configure(users::configure)
                 .configure(products::configure)
                 .configure(purchases::configure),
         )
         .split_for_parts();
-    app.service(SwaggerUi::new("/api/v1/docs/{_:.*}").url("/api/v1/openapi.json", api))
+    app.service(SwaggerUi::new(format!("{DOCS_PREFIX}{{_:.*}}")).url(OPENAPI_PATH, api))
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".to_owned()))
         }))

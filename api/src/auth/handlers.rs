@@ -31,13 +31,15 @@ pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let mut body = body.into_inner();
+    // Validate the email as it is stored: " Ann@Example.com " is ann@example.com.
+    body.email = normalize_email(&body.email);
     body.validate()?;
     let RegisterRequest {
         email,
         password,
         name,
-    } = body.into_inner();
-    let email = normalize_email(&email);
+    } = body;
     let password_hash = state.passwords.hash(password).await?;
     let new = NewUser {
         email: &email,

@@ -112,6 +112,8 @@ impl SessionStore<'_> {
                 .arg(presented_hash)
                 .arg(new_hash)
                 .arg(self.settings.refresh_token_ttl_secs)
+                .arg(self.keys.user_sessions_prefix())
+                .arg(session_id.to_string())
                 .to_owned(),
         );
         let (reply,): (Vec<Value>,) = self.redis.write("session_refresh", &pipe).await?;

@@ -34,7 +34,11 @@ impl Keys {
     }
     /// Set: session ids of one user, to revoke them all.
     pub fn user_sessions(&self, user_id: Uuid) -> String {
-        format!("{}user-sessions:{user_id}", self.prefix)
+        format!("{}{user_id}", self.user_sessions_prefix())
+    }
+    /// Prefix of the per-user session sets, for scripts that find a session's user.
+    pub fn user_sessions_prefix(&self) -> String {
+        format!("{}user-sessions:", self.prefix)
     }
     /// Hash: one login session (`user_id`, `refresh_hash`); expires with the refresh token.
     pub fn session(&self, session_id: Uuid) -> String {
