@@ -6,7 +6,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
+use validator::{Validate, ValidationError, ValidationErrors};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -202,50 +202,19 @@ impl Settings {
         let settings: Settings = config.try_deserialize()?;
         settings
             .validate()
-            .map_err(|errors| ConfigError::Invalid(describe(&errors, "")))?;
+            .map_err(|errors| ConfigError::Invalid(describe(&errors)))?;
         Ok(settings)
     }
 }
 
-/// Flattens nested validation errors into `section.field: message` lines.
-/// Values are never printed: they may be secrets.
-fn describe(errors: &ValidationErrors, path: &str) -> String {
-    let mut lines = Vec::new();
-    for (field, kind) in errors.errors() {
-        let name = match (path.is_empty(), field.as_ref()) {
-            (_, "__all__") => path.to_owned(),
-            (true, f) => f.to_owned(),
-            (false, f) => format!("{path}.{f}"),
-        };
-        match kind {
-            ValidationErrorsKind::Field(list) => {
-                for error in list {
-                    let message = error
-                        .message
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| describe_code(error));
-                    lines.push(format!("  {name}: {message}"));
-                }
-            }
-            ValidationErrorsKind::Struct(inner) => lines.push(describe(inner, &name)),
-            ValidationErrorsKind::List(items) => {
-                for (index, inner) in items {
-                    lines.push(describe(inner, &format!("{name}[{index}]")));
-                }
-            }
-        }
-    }
-    lines.join("\n")
-}
-
-fn describe_code(error: &ValidationError) -> String {
-    match (error.params.get("min"), error.params.get("max")) {
-        (Some(min), Some(max)) => format!("must be between {min} and {max}"),
-        (Some(min), None) => format!("must be at least {min}"),
-        (None, Some(max)) => format!("must be at most {max}"),
-        (None, None) => format!("is invalid ({})", error.code),
-    }
+/// One `section.field: message` line per problem. Values are never printed:
+/// they may be secrets.
+fn describe(errors: &ValidationErrors) -> String {
+    crate::error::field_errors(errors)
+        .iter()
+        .map(|error| format!("  {}: {}", error.field, error.message))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn validate_addresses(addresses: &[String]) -> Result<(), ValidationError> {

@@ -276,21 +276,29 @@ impl From<RedisError> for ApiError {
 
 impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
-        let mut list = Vec::new();
-        flatten_validation(&errors, "", &mut list);
-        list.sort_by(|a, b| a.field.cmp(&b.field));
-        Self::Validation { errors: list }
+        Self::Validation {
+            errors: field_errors(&errors),
+        }
     }
+}
+
+/// validator's error tree as a flat list sorted by field path.
+pub fn field_errors(errors: &ValidationErrors) -> Vec<FieldError> {
+    let mut list = Vec::new();
+    flatten_validation(errors, "", &mut list);
+    list.sort_by(|a, b| a.field.cmp(&b.field));
+    list
 }
 
 /// Turns validator's tree into a flat list. `params.value` (the submitted value,
 /// possibly a password) is deliberately dropped.
 fn flatten_validation(errors: &ValidationErrors, path: &str, out: &mut Vec<FieldError>) {
     for (field, kind) in errors.errors() {
-        let name = if path.is_empty() {
-            field.to_string()
-        } else {
-            format!("{path}.{field}")
+        let name = match (path.is_empty(), field.as_ref()) {
+            // Struct-level (schema) errors belong to the struct itself.
+            (_, "__all__") => path.to_owned(),
+            (true, f) => f.to_owned(),
+            (false, f) => format!("{path}.{f}"),
         };
         match kind {
             ValidationErrorsKind::Field(list) => {

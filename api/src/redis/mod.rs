@@ -99,6 +99,17 @@ pub(crate) fn is_noscript(error: &redis::RedisError) -> bool {
     has_code(error, &["NOSCRIPT"])
 }
 
+/// A pipeline whose commands run as one MULTI/EXEC transaction. Unlike
+/// `Pipeline::atomic`, it leaves room for [`Redis::write`] to append `WAIT`
+/// after `EXEC` (inside a transaction `WAIT` cannot block and reports 0).
+pub fn transaction(build: impl FnOnce(&mut redis::Pipeline)) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("MULTI").ignore();
+    build(&mut pipe);
+    pipe.cmd("EXEC").ignore();
+    pipe
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,15 +125,4 @@ mod tests {
             RedisError::Unavailable(_)
         ));
     }
-}
-
-/// A pipeline whose commands run as one MULTI/EXEC transaction. Unlike
-/// `Pipeline::atomic`, it leaves room for [`Redis::write`] to append `WAIT`
-/// after `EXEC` (inside a transaction `WAIT` cannot block and reports 0).
-pub fn transaction(build: impl FnOnce(&mut redis::Pipeline)) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    pipe.cmd("MULTI").ignore();
-    build(&mut pipe);
-    pipe.cmd("EXEC").ignore();
-    pipe
 }

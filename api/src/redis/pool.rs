@@ -221,7 +221,9 @@ impl Redis {
 
     /// `PING` on the master through the pool; readiness uses it.
     pub async fn ping_master(&self) -> Result<(), RedisError> {
-        let _: (String,) = self.run(Role::Master, "ping", &single("PING")).await?;
+        let _: (String,) = self
+            .run(Role::Master, "ping", &single("PING"), None, &mut None)
+            .await?;
         Ok(())
     }
 
@@ -237,8 +239,13 @@ impl Redis {
             // Two tries: a failed connection is dropped and the next one is
             // made to the other replica (one may be resyncing mid-failover,
             // while the master may be the node that is down).
+            let mut failed = None;
             for _ in 0..2 {
-                match self.run(Role::Replica, op, pipe).await {
+                let avoid = failed.take();
+                match self
+                    .run(Role::Replica, op, pipe, avoid.as_ref(), &mut failed)
+                    .await
+                {
                     Ok(value) => return Ok(value),
                     Err(RedisError::Unexpected(detail)) => {
                         return Err(RedisError::Unexpected(detail));
@@ -248,7 +255,7 @@ impl Redis {
             }
             self.metrics.replica_read_fallbacks.inc();
         }
-        self.run(Role::Master, op, pipe).await
+        self.run(Role::Master, op, pipe, None, &mut None).await
     }
 
     /// Reads that must see the latest write (read-modify-write flows).
@@ -257,7 +264,7 @@ impl Redis {
         op: &'static str,
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
-        self.run(Role::Master, op, pipe).await
+        self.run(Role::Master, op, pipe, None, &mut None).await
     }
 
     /// A write whose loss in a failover is harmless (counters, markers): no `WAIT`.
@@ -266,7 +273,7 @@ impl Redis {
         op: &'static str,
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
-        self.run(Role::Master, op, pipe).await
+        self.run(Role::Master, op, pipe, None, &mut None).await
     }
 
     /// A write that must survive a failover: runs `pipe` on the master, then
@@ -294,7 +301,7 @@ impl Redis {
         let mut attempt = 0;
         let (mut replies, addr) = loop {
             attempt += 1;
-            let mut connection = self.checkout(Role::Master).await?;
+            let mut connection = self.checkout(Role::Master, None).await?;
             match with_wait
                 .query_async::<Vec<Value>>(&mut connection.connection)
                 .await
@@ -306,12 +313,18 @@ impl Redis {
                         // The script cache was flushed or this node just got promoted.
                         scripts::load_all(&mut connection.connection).await?;
                     }
+                    let epoch = connection.epoch;
                     if poisons_connection(&error) {
                         let _ = Object::take(connection);
                         self.watcher.poke.notify_one();
                     }
                     if !retry {
                         return Err(error.into());
+                    }
+                    if is_readonly(&error) {
+                        // The node was demoted: retrying before the watcher has
+                        // found the new master would only hit it again.
+                        self.wait_for_master_change(epoch).await;
                     }
                 }
             }
@@ -338,19 +351,24 @@ impl Redis {
             .map_err(|e| RedisError::Unexpected(e.to_string()))
     }
 
+    /// Runs `pipe` on a node of `role`, not on `avoid`; on failure, `failed`
+    /// names the node that failed.
     async fn run<T: FromRedisValue>(
         &self,
         role: Role,
         op: &'static str,
         pipe: &Pipeline,
+        avoid: Option<&NodeAddr>,
+        failed: &mut Option<NodeAddr>,
     ) -> Result<T, RedisError> {
         let started = Instant::now();
         let result = self
             .bounded(async {
-                let mut connection = self.checkout(role).await?;
+                let mut connection = self.checkout(role, avoid).await?;
                 match pipe.query_async::<T>(&mut connection.connection).await {
                     Ok(value) => Ok(value),
                     Err(error) => {
+                        *failed = Some(connection.addr.clone());
                         if poisons_connection(&error) {
                             let _ = Object::take(connection);
                             self.watcher.poke.notify_one();
@@ -362,6 +380,13 @@ impl Redis {
             .await;
         self.metrics.observe_redis(op, started.elapsed(), &result);
         result
+    }
+
+    /// Waits (briefly) until the watcher publishes a master newer than `epoch`.
+    async fn wait_for_master_change(&self, epoch: u64) {
+        let mut topology = self.watcher.topology.subscribe();
+        let changed = topology.wait_for(|t| t.master_epoch != epoch);
+        let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
     }
 
     /// Cuts an operation off at `operation_timeout`. A write cut off this way
@@ -381,7 +406,11 @@ impl Redis {
     }
 
     /// A pooled connection that belongs to the current topology.
-    async fn checkout(&self, role: Role) -> Result<Object<NodeManager>, RedisError> {
+    async fn checkout(
+        &self,
+        role: Role,
+        avoid: Option<&NodeAddr>,
+    ) -> Result<Object<NodeManager>, RedisError> {
         let pool = match role {
             Role::Master => &self.master,
             Role::Replica => &self.replicas,
@@ -389,8 +418,10 @@ impl Redis {
         for _ in 0..3 {
             let connection = pool.get().await.map_err(pool_error)?;
             // A connection made while the watcher was switching carries the old
-            // epoch: never use it, even once.
-            if connection.epoch == connection_manager_epoch(pool) {
+            // epoch: never use it, even once. A node that just failed this
+            // request is skipped; new connections go round-robin to the others.
+            if connection.epoch == connection_manager_epoch(pool) && avoid != Some(&connection.addr)
+            {
                 return Ok(connection);
             }
             let _ = Object::take(connection);
