@@ -14,7 +14,8 @@ use crate::wait;
 
 pub const ADMIN_EMAIL: &str = "admin@evergreen.test";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
-const JWT_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+/// The key every test instance signs access tokens with; tests forge tokens with it.
+pub const JWT_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 
 /// One running API instance.
 #[derive(Debug)]
@@ -79,6 +80,9 @@ impl TestStack {
 
     /// Starts an instance and waits until it is ready.
     pub async fn spawn_app_with(&mut self, settings: Settings) -> &TestApp {
+        if std::env::var_os("EVERGREEN_TEST_LOG").is_some() {
+            evergreen_api::telemetry::init_subscriber();
+        }
         let application = Application::build(settings)
             .await
             .expect("the API binds its ports");

@@ -1,4 +1,14 @@
 //! End-to-end tests: each test starts its own Redis HA topology (master, two
 //! replicas, three Sentinels) and API instances on loopback, and talks HTTP.
 
-mod smoke;
+mod auth;
+mod authz;
+mod concurrency;
+mod errors;
+mod failover;
+mod operations;
+mod products;
+mod purchases;
+mod scripts;
+mod support;
+mod users;

@@ -1,0 +1,455 @@
+//! Registration, login, refresh rotation, logout, token validation and the
+//! per-account login lock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET, TestStack};
+use evergreen_tests::client::{expect, expect_problem};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::{claims_of, header};
+
+fn unique_email() -> String {
+    format!("ann-{}@example.com", Uuid::new_v4().simple())
+}
+
+fn now_secs() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs();
+    i64::try_from(secs).expect("seconds fit in i64")
+}
+
+fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a token can be signed")
+}
+
+#[tokio::test]
+async fn registering_returns_the_user_without_any_password_material() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let email = unique_email();
+    let password = "a-long-enough-password";
+
+    // Act
+    let response = api
+        .register(&format!("  {}  ", email.to_uppercase()), password, "Ann")
+        .await;
+
+    // Assert
+    let location = header(&response, "location");
+    let text = response.text().await.expect("a body");
+    assert!(!text.contains(password), "the password leaked: {text}");
+    assert!(!text.contains("argon2"), "the hash leaked: {text}");
+    assert!(!text.to_lowercase().contains("hash"), "{text}");
+    let user: Value = serde_json::from_str(&text).expect("JSON");
+    let mut fields: Vec<&str> = user
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["created_at", "disabled", "email", "id", "name", "role"]
+    );
+    assert_eq!(user["email"], email, "email is trimmed and lower-cased");
+    assert_eq!(user["name"], "Ann");
+    assert_eq!(user["role"], "customer");
+    assert_eq!(user["disabled"], false);
+    let created_at = user["created_at"].as_str().expect("created_at");
+    assert!(
+        created_at.ends_with('Z') && created_at.contains('T'),
+        "{created_at}"
+    );
+    let id: Uuid = user["id"].as_str().expect("id").parse().expect("a UUID");
+    assert_eq!(location, Some(format!("/api/v1/users/{id}")));
+    let session = api.login_ok(&email, password).await;
+    assert_eq!(session.user_id, id);
+}
+
+#[tokio::test]
+async fn an_email_is_taken_whatever_its_case_and_surrounding_spaces() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let email = unique_email();
+    expect(
+        api.register(&email, "first-password", "First").await,
+        StatusCode::CREATED,
+    )
+    .await;
+
+    for variant in [
+        email.clone(),
+        email.to_uppercase(),
+        format!("  {email}\t"),
+        format!(" {} ", email.to_uppercase()),
+    ] {
+        // Act
+        let response = api.register(&variant, "second-password", "Second").await;
+
+        // Assert
+        expect_problem(response, StatusCode::CONFLICT, "email_taken").await;
+    }
+    // The first account is intact: its password still works (whatever the
+    // case of the email typed), the second does not.
+    api.login_ok(&format!(" {} ", email.to_uppercase()), "first-password")
+        .await;
+    expect(
+        api.login(&email, "second-password").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_password_outside_8_to_128_characters_is_refused_per_field_without_echoing_it() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let email = unique_email();
+    let too_short = "Sh0rt!x";
+    let too_long = format!("L0ng-{}", "p".repeat(124));
+    assert_eq!((too_short.len(), too_long.len()), (7, 129));
+
+    for password in [too_short.to_owned(), too_long] {
+        // Act
+        let response = api.register(&email, &password, "Ann").await;
+
+        // Assert
+        let body = expect_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        let fields: Vec<&str> = body["errors"]
+            .as_array()
+            .expect("a per-field list")
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert_eq!(fields, ["password"], "{body}");
+        assert!(
+            !body.to_string().contains(&password),
+            "the password leaked: {body}"
+        );
+    }
+    // Nothing was written: the email is still free, and 8 and 128 characters are fine.
+    expect(
+        api.register(&email, "exactly8", "Ann").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect(
+        api.register(&unique_email(), &"x".repeat(128), "Bob").await,
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn login_returns_a_bearer_pair_and_the_same_401_for_a_wrong_password_or_email() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let customer = stack.customer().await;
+
+    // Act
+    let ok = expect(
+        api.login(&customer.email, &customer.password).await,
+        StatusCode::OK,
+    )
+    .await;
+    let wrong_password = api.login(&customer.email, "not-the-password").await;
+    let wrong_password_auth = header(&wrong_password, "www-authenticate");
+    let wrong_password =
+        expect_problem(wrong_password, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let unknown_email = api.login(&unique_email(), "not-the-password").await;
+    let unknown_email_auth = header(&unknown_email, "www-authenticate");
+    let unknown_email =
+        expect_problem(unknown_email, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    // Assert
+    assert!(
+        ok["access_token"]
+            .as_str()
+            .is_some_and(|t| t.split('.').count() == 3),
+        "{ok}"
+    );
+    assert!(
+        ok["refresh_token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{ok}"
+    );
+    assert_eq!(ok["token_type"], "Bearer");
+    assert_eq!(ok["expires_in"], 900);
+    let claims = claims_of(ok["access_token"].as_str().expect("access_token"));
+    for claim in ["exp", "iat", "jti", "sub", "role"] {
+        assert!(!claims[claim].is_null(), "claim {claim} missing: {claims}");
+    }
+    assert_eq!(claims["sub"], customer.user_id.to_string());
+    assert_eq!(
+        claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),
+        900
+    );
+    assert_eq!(
+        wrong_password, unknown_email,
+        "the two failures must look alike"
+    );
+    assert_eq!(wrong_password_auth, unknown_email_auth);
+    assert_eq!(wrong_password_auth.as_deref(), Some("Bearer"));
+}
+
+#[tokio::test]
+async fn a_refresh_rotates_the_pair_and_reusing_an_old_refresh_token_ends_the_session() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let session = stack.customer().await;
+    let other_session = api.login_ok(&session.email, &session.password).await;
+
+    // Act: a normal rotation.
+    let rotated = expect(api.refresh(&session.refresh_token).await, StatusCode::OK).await;
+    let new_access = rotated["access_token"].as_str().expect("access_token");
+    let new_refresh = rotated["refresh_token"].as_str().expect("refresh_token");
+
+    // Assert: a new pair that works.
+    assert_ne!(new_refresh, session.refresh_token);
+    assert_ne!(new_access, session.access_token);
+    assert_eq!(rotated["token_type"], "Bearer");
+    expect(api.me(new_access).await, StatusCode::OK).await;
+
+    // Act: the rotated-out refresh token is presented again (a leaked copy).
+    let reuse = api.refresh(&session.refresh_token).await;
+
+    // Assert: refused, and the whole session is over, newest tokens included.
+    expect_problem(reuse, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    expect_problem(
+        api.refresh(new_refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    expect_problem(
+        api.me(new_access).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    expect_problem(
+        api.me(&session.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    // Only that session: the user's other session lives on.
+    expect(api.me(&other_session.access_token).await, StatusCode::OK).await;
+    expect(
+        api.refresh(&other_session.refresh_token).await,
+        StatusCode::OK,
+    )
+    .await;
+    // A made-up refresh token is refused too.
+    expect_problem(
+        api.refresh("rt.not-a-session.secret").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_at_once_on_another_instance() {
+    // Arrange
+    let stack = TestStack::start_with(2, Default::default()).await;
+    let (first, second) = (stack.api(0), stack.api(1));
+    let session = first.new_customer().await;
+    let survivor = first.login_ok(&session.email, &session.password).await;
+    expect(second.me(&session.access_token).await, StatusCode::OK).await;
+
+    // Act
+    let response = first.logout(&session.access_token).await;
+
+    // Assert: no polling: the very next request on the other instance is refused.
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    expect_problem(
+        second.me(&session.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    expect_problem(
+        second.refresh(&session.refresh_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    expect_problem(
+        first.logout(&session.access_token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    expect(second.me(&survivor.access_token).await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refused_although_its_session_lives() {
+    // Arrange: tokens signed with the real key for the real session, one
+    // expired beyond the 5 s leeway and one still valid.
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let session = stack.customer().await;
+    let mut claims = claims_of(&session.access_token);
+    let now = now_secs();
+    claims["iat"] = json!(now - 1000);
+    claims["exp"] = json!(now - 60);
+    let expired = sign(&claims, Algorithm::HS256, JWT_SECRET);
+    claims["exp"] = json!(now + 600);
+    let valid = sign(&claims, Algorithm::HS256, JWT_SECRET);
+
+    // Act
+    let refused = api.me(&expired).await;
+    let accepted = api.me(&valid).await;
+
+    // Assert
+    expect_problem(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let me = expect(accepted, StatusCode::OK).await;
+    assert_eq!(me["id"], session.user_id.to_string());
+}
+
+#[tokio::test]
+async fn forged_and_malformed_access_tokens_are_refused() {
+    // Arrange: claims of a real admin session, re-signed in ways the API must refuse.
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let admin = stack.admin().await;
+    let claims = claims_of(&admin.access_token);
+    let encode = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let alg_none = format!(
+        "{}.{}.",
+        encode(&json!({"alg": "none", "typ": "JWT"})),
+        encode(&claims)
+    );
+    let unsigned_hs256 = format!(
+        "{}.{}.",
+        encode(&json!({"alg": "HS256", "typ": "JWT"})),
+        encode(&claims)
+    );
+    let mut tampered_claims = claims.clone();
+    tampered_claims["sub"] = json!(Uuid::new_v4());
+    let [header_part, _, signature] = admin
+        .access_token
+        .split('.')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("three parts");
+    let tampered = format!("{header_part}.{}.{signature}", encode(&tampered_claims));
+    let mut unknown_session = claims.clone();
+    unknown_session["sid"] = json!(Uuid::new_v4());
+    let mut other_user = claims.clone();
+    other_user["sub"] = json!(Uuid::new_v4());
+    let cases = [
+        (
+            "valid signature, session of another user",
+            sign(&other_user, Algorithm::HS256, JWT_SECRET),
+        ),
+        (
+            "signed with another key",
+            sign(
+                &claims,
+                Algorithm::HS256,
+                "another-secret-0123456789-abcdefghijklmnop",
+            ),
+        ),
+        (
+            "HS512 with the right key",
+            sign(&claims, Algorithm::HS512, JWT_SECRET),
+        ),
+        ("alg none", alg_none),
+        ("HS256 without a signature", unsigned_hs256),
+        ("payload changed after signing", tampered),
+        (
+            "valid signature, unknown session",
+            sign(&unknown_session, Algorithm::HS256, JWT_SECRET),
+        ),
+        ("not a JWT", "garbage".to_owned()),
+    ];
+
+    for (what, token) in &cases {
+        // Act
+        let response = api.list_users(token, "").await;
+
+        // Assert
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{what} must be refused"
+        );
+        expect_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    for authorization in [
+        format!("Basic {}", admin.access_token),
+        "Bearer ".to_owned(),
+        admin.access_token.clone(),
+    ] {
+        let response = api
+            .raw(Method::GET, "/api/v1/users/me")
+            .header("Authorization", &authorization)
+            .send()
+            .await
+            .expect("the API answers");
+        expect_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    // The genuine token still works, so the refusals above were about the forgery.
+    expect(
+        api.list_users(&admin.access_token, "").await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn five_failed_logins_lock_the_account_with_retry_after() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let customer = stack.customer().await;
+    for attempt in 1..=5 {
+        let response = api.login(&customer.email, "wrong-password").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+
+    // Act: the right password, too late.
+    let response = api.login(&customer.email, &customer.password).await;
+
+    // Assert
+    let retry_after = header(&response, "retry-after");
+    expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    let seconds: u64 = retry_after
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=900).contains(&seconds), "Retry-After {seconds}");
+    // Per account: another account signs in as usual, and existing sessions live on.
+    api.login_ok(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    expect(api.me(&customer.access_token).await, StatusCode::OK).await;
+}

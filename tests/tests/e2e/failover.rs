@@ -1,0 +1,601 @@
+//! Redis failures under real traffic. Each test runs buyers and catalog readers
+//! against two API instances, breaks the Redis master in one of the ways of
+//! ../shared/FINDINGS.md, lets Sentinel heal it, and then checks that every
+//! purchase acknowledged with 201 is still there, that stock matches the
+//! purchases recorded, and that no request took longer than the bound.
+//! Each prints its measured write-unavailability window and the acknowledged
+//! writes lost (which must be 0).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use evergreen_api::redis::Keys;
+use evergreen_tests::app::TestStack;
+use evergreen_tests::client::{Api, Session};
+use evergreen_tests::wait;
+use futures_util::future::join_all;
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Initial stock: far more than any test buys.
+const STOCK: i64 = 1_000_000;
+const WRITERS: usize = 4;
+const READERS: usize = 2;
+/// No request may take longer: the API bounds every Redis operation at 3 s
+/// (operation_timeout_ms) and a request does at most two of them in sequence.
+const REQUEST_BOUND: Duration = Duration::from_secs(6);
+/// Sentinel needs down-after (2 s here) plus an election; the old master needs
+/// ~10-11 s more to be turned into a replica.
+const HEAL_DEADLINE: Duration = Duration::from_secs(40);
+
+#[derive(Debug, Clone)]
+struct Write {
+    started: Duration,
+    took: Duration,
+    status: Option<StatusCode>,
+    purchase_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone)]
+struct Read {
+    started: Duration,
+    took: Duration,
+    status: Option<StatusCode>,
+}
+
+/// Buyers and readers running until stopped.
+struct Traffic {
+    origin: Instant,
+    stop: Arc<AtomicBool>,
+    writes: Arc<Mutex<Vec<Write>>>,
+    reads: Arc<Mutex<Vec<Read>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// Times are measured from `origin`, so two runs can share one timeline.
+    fn start(apis: &[Api], buyers: &[Session], product_id: &str, origin: Instant) -> Self {
+        let traffic = Self {
+            origin,
+            stop: Arc::new(AtomicBool::new(false)),
+            writes: Arc::default(),
+            reads: Arc::default(),
+            tasks: Vec::new(),
+        };
+        let mut tasks = Vec::new();
+        for (i, buyer) in buyers.iter().enumerate().take(WRITERS) {
+            let (api, buyer) = (apis[i % apis.len()].clone(), buyer.clone());
+            let (stop, writes, origin) =
+                (traffic.stop.clone(), traffic.writes.clone(), traffic.origin);
+            let body = json!({"items": [{"product_id": product_id, "quantity": 1}]});
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    // Like a careful client: retry a failed purchase with the same key.
+                    let key = Uuid::new_v4().to_string();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let response = api
+                            .raw(reqwest::Method::POST, "/api/v1/purchases")
+                            .bearer_auth(&buyer.access_token)
+                            .header("Idempotency-Key", &key)
+                            .json(&body)
+                            .send()
+                            .await;
+                        let took = started.elapsed();
+                        let (status, purchase_id) = match response {
+                            Ok(response) => {
+                                let status = response.status();
+                                let body = response
+                                    .json::<serde_json::Value>()
+                                    .await
+                                    .unwrap_or_default();
+                                (
+                                    Some(status),
+                                    body["id"].as_str().and_then(|id| id.parse().ok()),
+                                )
+                            }
+                            Err(_) => (None, None),
+                        };
+                        writes.lock().expect("lock").push(Write {
+                            started: started - origin,
+                            took,
+                            status,
+                            purchase_id,
+                        });
+                        if status == Some(StatusCode::CREATED) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }));
+        }
+        for i in 0..READERS {
+            let api = apis[i % apis.len()].clone();
+            let (stop, reads, product_id) = (
+                traffic.stop.clone(),
+                traffic.reads.clone(),
+                product_id.to_owned(),
+            );
+            let origin = traffic.origin;
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let status = api
+                        .raw(
+                            reqwest::Method::GET,
+                            &format!("/api/v1/products/{product_id}"),
+                        )
+                        .send()
+                        .await
+                        .ok()
+                        .map(|r| r.status());
+                    reads.lock().expect("lock").push(Read {
+                        started: started - origin,
+                        took: started.elapsed(),
+                        status,
+                    });
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }));
+        }
+        Self { tasks, ..traffic }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Whether a purchase that started after `instant` succeeded.
+    fn succeeded_after(&self, instant: Duration) -> bool {
+        self.writes
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|w| w.started >= instant && w.status == Some(StatusCode::CREATED))
+    }
+
+    async fn finish(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        join_all(self.tasks).await;
+        let writes = self.writes.lock().expect("lock").clone();
+        let reads = self.reads.lock().expect("lock").clone();
+        Report { writes, reads }
+    }
+}
+
+struct Report {
+    writes: Vec<Write>,
+    reads: Vec<Read>,
+}
+
+impl Report {
+    fn acknowledged(&self) -> Vec<Uuid> {
+        self.writes
+            .iter()
+            .filter(|w| w.status == Some(StatusCode::CREATED))
+            .filter_map(|w| w.purchase_id)
+            .collect()
+    }
+
+    /// The write-unavailability window: the longest stretch after the fault
+    /// without a successful purchase completing (from the fault itself to the
+    /// first success, or between two successes).
+    fn write_gap(&self, fault: Duration) -> Duration {
+        let mut ends: Vec<Duration> = self
+            .writes
+            .iter()
+            .filter(|w| w.status == Some(StatusCode::CREATED))
+            .map(|w| w.started + w.took)
+            .filter(|end| *end >= fault)
+            .collect();
+        ends.sort();
+        let mut previous = fault;
+        let mut longest = Duration::ZERO;
+        for end in ends {
+            longest = longest.max(end - previous);
+            previous = end;
+        }
+        longest
+    }
+
+    fn failures_by_status(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for write in self
+            .writes
+            .iter()
+            .filter(|w| w.status != Some(StatusCode::CREATED))
+        {
+            *counts
+                .entry(format!("{:?}", write.status.map(|s| s.as_u16())))
+                .or_default() += 1;
+        }
+        counts
+    }
+
+    fn slowest(&self) -> Duration {
+        let writes = self.writes.iter().map(|w| w.took);
+        writes
+            .chain(self.reads.iter().map(|r| r.took))
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn unexpected_write_statuses(&self) -> Vec<Option<StatusCode>> {
+        // 503 (unconfirmed / unavailable) and 409 (same key still in flight)
+        // are the documented retryable answers; anything else is a bug.
+        self.writes
+            .iter()
+            .map(|w| w.status)
+            .filter(|s| {
+                !matches!(
+                    *s,
+                    Some(
+                        StatusCode::CREATED
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::CONFLICT
+                    )
+                )
+            })
+            .collect()
+    }
+
+    fn failed_reads(&self) -> usize {
+        let failed: Vec<_> = self
+            .reads
+            .iter()
+            .filter(|r| r.status != Some(StatusCode::OK))
+            .collect();
+        for read in &failed {
+            eprintln!(
+                "failed read at {:?} after {:?}: {:?}",
+                read.started, read.took, read.status
+            );
+        }
+        failed.len()
+    }
+}
+
+struct Scenario {
+    stack: TestStack,
+    apis: Vec<Api>,
+    buyers: Vec<Session>,
+    product_id: String,
+}
+
+impl Scenario {
+    async fn start() -> Self {
+        let stack = TestStack::start_with(2, Default::default()).await;
+        let apis = vec![stack.api(0), stack.api(1)];
+        let admin = stack.admin().await;
+        let product = apis[0].new_product(&admin, 100, STOCK).await;
+        let buyers = join_all((0..WRITERS).map(|i| {
+            let api = apis[i % 2].clone();
+            async move { api.new_customer().await }
+        }))
+        .await;
+        Self {
+            product_id: product["id"].as_str().expect("id").to_owned(),
+            stack,
+            apis,
+            buyers,
+        }
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic_since(Instant::now())
+    }
+
+    fn traffic_since(&self, origin: Instant) -> Traffic {
+        Traffic::start(&self.apis, &self.buyers, &self.product_id, origin)
+    }
+
+    /// Traffic that has already completed a purchase.
+    async fn flowing_traffic(&self) -> Traffic {
+        let traffic = self.traffic();
+        wait::until("traffic to flow", HEAL_DEADLINE, || async {
+            traffic.succeeded_after(Duration::ZERO).then_some(())
+        })
+        .await;
+        traffic
+    }
+
+    /// Verifies, prints the measured figures, and asserts the guarantees.
+    async fn conclude(&self, name: &str, report: &Report, fault: Duration) {
+        let lost = self.verify(report).await;
+        let gap = report.write_gap(fault);
+        summarize(name, report, gap, lost);
+        assert_healthy(report, lost);
+        assert!(
+            gap < Duration::from_secs(15),
+            "writes must recover by themselves; gap {gap:?}"
+        );
+    }
+
+    async fn wait_for_writes_after(&self, traffic: &Traffic, fault: Duration) {
+        wait::until(
+            "a purchase to succeed after the fault",
+            HEAL_DEADLINE,
+            || async { traffic.succeeded_after(fault).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Every acknowledged purchase on the settled master and on every replica,
+    /// and stock equal to the initial stock minus every recorded purchase.
+    /// Returns the number of acknowledged purchases lost.
+    async fn verify(&self, report: &Report) -> usize {
+        let master = self.stack.redis.master_port().await;
+        self.stack
+            .redis
+            .wait_until_in_sync(master, HEAL_DEADLINE)
+            .await;
+        let keys = Keys::new(self.stack.key_prefix.clone());
+        let acknowledged = report.acknowledged();
+        let mut lost = 0;
+        for port in self.stack.redis.data_ports() {
+            let mut connection = self.stack.redis.connection(port).await;
+            for id in &acknowledged {
+                let exists: bool = connection.exists(keys.purchase(*id)).await.expect("EXISTS");
+                if !exists {
+                    let write = report.writes.iter().find(|w| w.purchase_id == Some(*id));
+                    eprintln!(
+                        "acknowledged purchase {id} missing on :{port} (sent at {:?})",
+                        write.map(|w| w.started)
+                    );
+                    lost += 1;
+                }
+            }
+        }
+        let mut connection = self.stack.redis.connection(master).await;
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.purchases_index())
+            .arg("-")
+            .arg("+")
+            .arg("BYLEX")
+            .query_async(&mut connection)
+            .await
+            .expect("ZRANGE");
+        let stock: i64 = connection
+            .hget(
+                keys.product(self.product_id.parse().expect("uuid")),
+                "stock",
+            )
+            .await
+            .expect("HGET stock");
+        assert_eq!(
+            STOCK - stock,
+            members.len() as i64,
+            "stock taken must equal the purchases recorded (no half-written purchase)"
+        );
+        // Each acknowledged purchase is readable through the API by its owner.
+        for id in acknowledged.iter().take(20) {
+            let mut ok = false;
+            for buyer in &self.buyers {
+                if self.apis[0]
+                    .get_purchase(&buyer.access_token, &id.to_string())
+                    .await
+                    .status()
+                    == StatusCode::OK
+                {
+                    ok = true;
+                    break;
+                }
+            }
+            assert!(
+                ok,
+                "acknowledged purchase {id} not readable through the API"
+            );
+        }
+        lost
+    }
+}
+
+fn summarize(name: &str, report: &Report, gap: Duration, lost: usize) {
+    println!(
+        "{name}: write-unavailability window {:.2} s; purchases acknowledged {}, lost {lost}; \
+         failed write attempts {:?} (retried); failed reads {} of {}; slowest request {:.2} s",
+        gap.as_secs_f64(),
+        report.acknowledged().len(),
+        report.failures_by_status(),
+        report.failed_reads(),
+        report.reads.len(),
+        report.slowest().as_secs_f64(),
+    );
+}
+
+fn assert_healthy(report: &Report, lost: usize) {
+    assert_eq!(lost, 0, "acknowledged purchases were lost");
+    assert!(
+        report.unexpected_write_statuses().is_empty(),
+        "{:?}",
+        report.unexpected_write_statuses()
+    );
+    assert_eq!(
+        report.failed_reads(),
+        0,
+        "catalog reads must keep working from replicas"
+    );
+    assert!(
+        report.slowest() <= REQUEST_BOUND,
+        "a request took {:?}",
+        report.slowest()
+    );
+    assert!(
+        report.acknowledged().len() > 50,
+        "too little traffic to prove anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_master_under_load_fails_over_without_losing_acknowledged_purchases() {
+    let scenario = Scenario::start().await;
+    let old_master = scenario.stack.redis.master_port().await;
+    let traffic = scenario.flowing_traffic().await;
+
+    // Act: SIGSTOP the master (what `docker compose pause` does), then SIGCONT it.
+    let fault = traffic.now();
+    scenario.stack.redis.pause(old_master);
+    let new_master = scenario
+        .stack
+        .redis
+        .wait_for_master_change(old_master, HEAL_DEADLINE)
+        .await;
+    scenario.wait_for_writes_after(&traffic, fault).await;
+    scenario.stack.redis.resume(old_master);
+    scenario
+        .stack
+        .redis
+        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+        .await;
+    let report = traffic.finish().await;
+
+    scenario.conclude("master paused", &report, fault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_pool_never_writes_to_a_master_resumed_after_a_failover() {
+    let scenario = Scenario::start().await;
+    let old_master = scenario.stack.redis.master_port().await;
+    // Warm both instances' pools so idle connections to the master exist.
+    let origin = Instant::now();
+    let warmup = scenario.traffic_since(origin);
+    wait::until("traffic to flow", HEAL_DEADLINE, || async {
+        (warmup.writes.lock().expect("lock").len() > 40).then_some(())
+    })
+    .await;
+    let warmup = warmup.finish().await;
+
+    // Act: pause the master with no traffic at all, let Sentinel promote a
+    // replica, resume the old master (it still says role:master for ~10 s),
+    // and only then send traffic again.
+    scenario.stack.redis.pause(old_master);
+    let new_master = scenario
+        .stack
+        .redis
+        .wait_for_master_change(old_master, HEAL_DEADLINE)
+        .await;
+    scenario.stack.redis.resume(old_master);
+    let fault = origin.elapsed();
+    let traffic = scenario.traffic_since(origin);
+    scenario
+        .stack
+        .redis
+        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+        .await;
+    let report = traffic.finish().await;
+
+    let mut writes = warmup.writes.clone();
+    writes.extend(report.writes.iter().cloned());
+    let all = Report {
+        writes,
+        reads: report.reads.clone(),
+    };
+    scenario
+        .conclude("idle pool, master paused then resumed", &all, fault)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_master_restarted_from_its_files_loses_no_acknowledged_purchase() {
+    let mut scenario = Scenario::start().await;
+    let old_master = scenario.stack.redis.master_port().await;
+    let traffic = scenario.flowing_traffic().await;
+
+    // Act: SIGKILL the master, let Sentinel promote a replica, restart the old
+    // master from its own RDB/AOF files while traffic continues.
+    let fault = traffic.now();
+    scenario.stack.redis.kill(old_master);
+    let new_master = scenario
+        .stack
+        .redis
+        .wait_for_master_change(old_master, HEAL_DEADLINE)
+        .await;
+    scenario.wait_for_writes_after(&traffic, fault).await;
+    scenario.stack.redis.restart(old_master).await;
+    scenario
+        .stack
+        .redis
+        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+        .await;
+    let report = traffic.finish().await;
+
+    scenario
+        .conclude("master killed and restarted", &report, fault)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_sentinel_failover_under_steady_writes_loses_no_acknowledged_purchase() {
+    let scenario = Scenario::start().await;
+    let old_master = scenario.stack.redis.master_port().await;
+    let traffic = scenario.flowing_traffic().await;
+
+    // Act: SENTINEL FAILOVER. The old master keeps role:master and accepts
+    // writes for ~10 s after the switch: the hardest case for acknowledged writes.
+    let fault = traffic.now();
+    eprintln!("fault at {fault:?}");
+    scenario.stack.redis.sentinel_failover().await;
+    let new_master = scenario
+        .stack
+        .redis
+        .wait_for_master_change(old_master, HEAL_DEADLINE)
+        .await;
+    scenario.wait_for_writes_after(&traffic, fault).await;
+    scenario
+        .stack
+        .redis
+        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+        .await;
+    let report = traffic.finish().await;
+
+    scenario
+        .conclude("graceful SENTINEL FAILOVER", &report, fault)
+        .await;
+}
+
+/// Reads tolerate a paused replica, and writes keep being confirmed by the
+/// other replica once Sentinel marks the paused one down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_replica_slows_nothing_for_long_and_loses_nothing() {
+    let scenario = Scenario::start().await;
+    let master = scenario.stack.redis.master_port().await;
+    let replica = scenario
+        .stack
+        .redis
+        .data_ports()
+        .into_iter()
+        .find(|port| *port != master)
+        .expect("a replica");
+    let traffic = scenario.flowing_traffic().await;
+
+    let fault = traffic.now();
+    scenario.stack.redis.pause(replica);
+    // Long enough for Sentinel to mark it down (2 s) and the API to notice.
+    wait::until(
+        "writes to flow again with one replica paused",
+        HEAL_DEADLINE,
+        || async {
+            let writes = traffic.writes.lock().expect("lock");
+            let recent = writes.iter().filter(|w| {
+                w.started >= fault + Duration::from_secs(4) && w.status == Some(StatusCode::CREATED)
+            });
+            (recent.count() > 20).then_some(())
+        },
+    )
+    .await;
+    scenario.stack.redis.resume(replica);
+    scenario
+        .stack
+        .redis
+        .wait_until_in_sync(master, HEAL_DEADLINE)
+        .await;
+    let report = traffic.finish().await;
+
+    scenario.conclude("replica paused", &report, fault).await;
+}

@@ -1,0 +1,864 @@
+//! Each Lua script in `api/lua/`, called directly on the master with the KEYS
+//! and ARGV its header documents, checking the documented reply and the
+//! invariant it keeps. No API instance runs: only Redis and the script.
+
+use std::collections::HashMap;
+
+use evergreen_api::redis::keys::{self, Keys, ProductOrder};
+use evergreen_api::redis::value;
+use evergreen_tests::app::TestStack;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use uuid::Uuid;
+
+const REGISTER: &str = include_str!("../../../api/lua/register.lua");
+const REFRESH_SESSION: &str = include_str!("../../../api/lua/refresh_session.lua");
+const UPDATE_USER: &str = include_str!("../../../api/lua/update_user.lua");
+const CREATE_PRODUCT: &str = include_str!("../../../api/lua/create_product.lua");
+const UPDATE_PRODUCT: &str = include_str!("../../../api/lua/update_product.lua");
+const ARCHIVE_PRODUCT: &str = include_str!("../../../api/lua/archive_product.lua");
+const STOCK_DELTA: &str = include_str!("../../../api/lua/stock_delta.lua");
+const PURCHASE: &str = include_str!("../../../api/lua/purchase.lua");
+const CANCEL: &str = include_str!("../../../api/lua/cancel.lua");
+
+/// Redis only, a connection to its master, and the key builder of the API.
+struct Lab {
+    _stack: TestStack,
+    redis: MultiplexedConnection,
+    keys: Keys,
+}
+
+impl Lab {
+    async fn new() -> Self {
+        let stack = TestStack::start_with(0, Default::default()).await;
+        let redis = stack
+            .redis
+            .connection(stack.redis.master_port().await)
+            .await;
+        let keys = Keys::new(stack.key_prefix.clone());
+        Self {
+            _stack: stack,
+            redis,
+            keys,
+        }
+    }
+
+    /// `SCRIPT LOAD` then `EVALSHA`, as the API calls scripts. Also checks the
+    /// header documents what the call relies on.
+    async fn run(&mut self, source: &str, keys: &[String], args: &[String]) -> Value {
+        for part in ["-- KEYS[1]", "-- ARGV[1]", "-- Returns", "Invariant"] {
+            assert!(source.contains(part), "the script header lacks `{part}`");
+        }
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(source)
+            .query_async(&mut self.redis)
+            .await
+            .expect("the script loads");
+        redis::cmd("EVALSHA")
+            .arg(sha)
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args)
+            .query_async(&mut self.redis)
+            .await
+            .expect("the script runs")
+    }
+
+    async fn hash(&mut self, key: &str) -> HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut self.redis)
+            .await
+            .expect("HGETALL")
+    }
+
+    async fn field(&mut self, key: &str, field: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(key)
+            .arg(field)
+            .query_async(&mut self.redis)
+            .await
+            .expect("HGET")
+    }
+
+    async fn exists(&mut self, key: &str) -> bool {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<i64>(&mut self.redis)
+            .await
+            .expect("EXISTS")
+            == 1
+    }
+
+    async fn members(&mut self, key: &str) -> Vec<String> {
+        redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.redis)
+            .await
+            .expect("ZRANGE")
+    }
+
+    async fn stock(&mut self, product: Uuid) -> i64 {
+        let key = self.keys.product(product);
+        self.field(&key, "stock")
+            .await
+            .and_then(|s| s.parse().ok())
+            .expect("a stock")
+    }
+
+    /// A product made by `create_product.lua`, at version 1.
+    async fn product(&mut self, price: i64, stock: i64, category: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        let reply = self
+            .create_product(id, &format!("SKU-{id}"), price, stock, category)
+            .await;
+        assert_eq!(reply, Value::Array(vec![Value::Int(1)]));
+        id
+    }
+
+    async fn create_product(
+        &mut self,
+        id: Uuid,
+        sku: &str,
+        price: i64,
+        stock: i64,
+        category: &str,
+    ) -> Value {
+        let keys = vec![
+            self.keys.product(id),
+            self.keys.product_sku(sku),
+            self.keys.products_index(ProductOrder::Created, None),
+            self.keys.products_index(ProductOrder::Price, None),
+            self.keys
+                .products_index(ProductOrder::Created, Some(category)),
+            self.keys
+                .products_index(ProductOrder::Price, Some(category)),
+        ];
+        let mut args = strings(&[
+            &id.to_string(),
+            &keys::created_member(1_000, id),
+            &keys::price_member(price, id),
+        ]);
+        for (field, value) in [
+            ("id", id.to_string()),
+            ("sku", sku.to_owned()),
+            ("name", format!("Product {sku}")),
+            ("description", String::new()),
+            ("price_cents", price.to_string()),
+            ("currency", "USD".to_owned()),
+            ("stock", stock.to_string()),
+            ("category", category.to_owned()),
+            ("archived", "0".to_owned()),
+            ("created_at", "2025-01-01T00:00:01.000Z".to_owned()),
+            ("created_ms", "1000".to_owned()),
+            ("updated_at", "2025-01-01T00:00:01.000Z".to_owned()),
+            ("version", "1".to_owned()),
+        ] {
+            args.push(field.to_owned());
+            args.push(value);
+        }
+        self.run(CREATE_PRODUCT, &keys, &args).await
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The tag and the rest of a `{'tag', ...}` reply.
+fn tagged(reply: Value) -> (String, Vec<Value>) {
+    let mut items = value::array(reply);
+    assert!(!items.is_empty(), "an empty reply");
+    let rest = items.split_off(1);
+    (value::text(&items[0]).expect("a text tag"), rest)
+}
+
+fn texts(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| value::text(v).expect("text"))
+        .collect()
+}
+
+#[tokio::test]
+async fn register_lua_creates_a_user_once_per_email() {
+    // Arrange
+    let mut lab = Lab::new().await;
+    let email = "ann@example.com";
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let call = |id: Uuid, keys: &Keys| {
+        (
+            vec![keys.user_email(email), keys.user(id), keys.users_index()],
+            strings(&[
+                &id.to_string(),
+                email,
+                "Ann",
+                "customer",
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+                "2025-01-01T00:00:00.000Z",
+                &keys::created_member(1, id),
+            ]),
+        )
+    };
+
+    // Act
+    let (k, a) = call(first, &lab.keys);
+    let created = lab.run(REGISTER, &k, &a).await;
+    let (k, a) = call(second, &lab.keys);
+    let refused = lab.run(REGISTER, &k, &a).await;
+
+    // Assert
+    assert_eq!(created, Value::Array(vec![Value::Int(1)]));
+    assert_eq!(texts(&value::array(refused)), ["0", &first.to_string()]);
+    let user = lab.hash(&lab.keys.user(first)).await;
+    assert_eq!(user["email"], email);
+    assert_eq!(user["role"], "customer");
+    assert_eq!(user["disabled"], "0");
+    assert!(!lab.exists(&lab.keys.user(second)).await, "no second user");
+    let index = lab.keys.users_index();
+    assert_eq!(lab.members(&index).await, [keys::created_member(1, first)]);
+}
+
+#[tokio::test]
+async fn refresh_session_lua_rotates_once_and_revokes_the_session_on_reuse() {
+    // Arrange: a session whose user's session set has already expired.
+    let mut lab = Lab::new().await;
+    let (session, user) = (Uuid::new_v4(), Uuid::new_v4());
+    let key = lab.keys.session(session);
+    let set = lab.keys.user_sessions(user);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("user_id")
+        .arg(user.to_string())
+        .arg("refresh_hash")
+        .arg("hash-1")
+        .query_async(&mut lab.redis)
+        .await
+        .expect("HSET");
+    let keys = vec![key.clone()];
+    let prefix = lab.keys.user_sessions_prefix();
+    let args = |presented: &str, new: &str| {
+        strings(&[presented, new, "600", &prefix, &session.to_string()])
+    };
+
+    // Act
+    let rotated = lab
+        .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
+        .await;
+    let after_rotation = lab.hash(&key).await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut lab.redis)
+        .await
+        .expect("TTL");
+    let set_ttl: i64 = redis::cmd("TTL")
+        .arg(&set)
+        .query_async(&mut lab.redis)
+        .await
+        .expect("TTL");
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&set)
+        .query_async(&mut lab.redis)
+        .await
+        .expect("SMEMBERS");
+    let reused = lab
+        .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-3"))
+        .await;
+    let gone = !lab.exists(&key).await;
+    let missing = lab
+        .run(REFRESH_SESSION, &keys, &args("hash-2", "hash-4"))
+        .await;
+
+    // Assert
+    let (tag, rest) = tagged(rotated);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("rotated", vec![user.to_string()])
+    );
+    assert_eq!(after_rotation["refresh_hash"], "hash-2");
+    assert!(
+        (1..=600).contains(&ttl),
+        "the session lifetime is renewed: {ttl}"
+    );
+    assert_eq!(
+        members,
+        [session.to_string()],
+        "the renewed session is findable by its user"
+    );
+    assert!(
+        set_ttl >= ttl,
+        "the set outlives the session: {set_ttl} < {ttl}"
+    );
+    assert_eq!(tagged(reused).0, "reused");
+    assert!(gone, "reuse ends the session");
+    assert_eq!(
+        tagged(missing).0,
+        "missing",
+        "even the newest token is dead"
+    );
+}
+
+#[tokio::test]
+async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
+    // Arrange
+    let mut lab = Lab::new().await;
+    let user = Uuid::new_v4();
+    let sessions: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let (user_key, set_key) = (lab.keys.user(user), lab.keys.user_sessions(user));
+    let _: () = redis::cmd("HSET")
+        .arg(&user_key)
+        .arg(&[
+            ("id", user.to_string()),
+            ("name", "Ann".to_owned()),
+            ("disabled", "0".to_owned()),
+        ])
+        .query_async(&mut lab.redis)
+        .await
+        .expect("HSET");
+    for session in &sessions {
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg(lab.keys.session(*session))
+            .arg("user_id")
+            .arg(user.to_string())
+            .ignore()
+            .cmd("SADD")
+            .arg(&set_key)
+            .arg(session.to_string())
+            .ignore()
+            .query_async(&mut lab.redis)
+            .await
+            .expect("a session");
+    }
+    let keys = vec![user_key.clone(), set_key.clone()];
+    let prefix = lab.keys.session_prefix();
+
+    // Act: a password change keeps the caller's session only.
+    let others = lab
+        .run(
+            UPDATE_USER,
+            &keys,
+            &strings(&[&prefix, "others", &sessions[1].to_string(), "name", "Ann B"]),
+        )
+        .await;
+    let kept: Vec<bool> = {
+        let mut kept = Vec::new();
+        for session in &sessions {
+            kept.push(lab.exists(&lab.keys.session(*session)).await);
+        }
+        kept
+    };
+    // Then a disable ends all of them.
+    let all = lab
+        .run(
+            UPDATE_USER,
+            &keys,
+            &strings(&[&prefix, "all", "", "disabled", "1"]),
+        )
+        .await;
+    let still_kept = lab.exists(&lab.keys.session(sessions[1])).await;
+    let missing_key = lab.keys.user(Uuid::new_v4());
+    let missing = lab
+        .run(
+            UPDATE_USER,
+            &[missing_key.clone(), set_key.clone()],
+            &strings(&[&prefix, "none", "", "name", "Ghost"]),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(value::map(&others)["name"], "Ann B");
+    assert_eq!(kept, [false, true, false]);
+    assert_eq!(value::map(&all)["disabled"], "1");
+    assert!(!still_kept);
+    let remaining: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&set_key)
+        .query_async(&mut lab.redis)
+        .await
+        .expect("SMEMBERS");
+    assert!(remaining.is_empty(), "{remaining:?}");
+    assert_eq!(missing, Value::Array(vec![]));
+    assert!(
+        !lab.exists(&missing_key).await,
+        "no user is created by an update"
+    );
+}
+
+#[tokio::test]
+async fn create_product_lua_keeps_skus_unique_and_lists_the_product_in_four_indexes() {
+    // Arrange
+    let mut lab = Lab::new().await;
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // Act
+    let created = lab.create_product(first, "MUG-1", 500, 3, "kitchen").await;
+    let refused = lab.create_product(second, "MUG-1", 900, 3, "tea").await;
+
+    // Assert
+    assert_eq!(created, Value::Array(vec![Value::Int(1)]));
+    assert_eq!(texts(&value::array(refused)), ["0", &first.to_string()]);
+    assert!(!lab.exists(&lab.keys.product(second)).await);
+    assert_eq!(
+        lab.hash(&lab.keys.product(first)).await["price_cents"],
+        "500"
+    );
+    for (order, category, member) in [
+        (
+            ProductOrder::Created,
+            None,
+            keys::created_member(1_000, first),
+        ),
+        (ProductOrder::Price, None, keys::price_member(500, first)),
+        (
+            ProductOrder::Created,
+            Some("kitchen"),
+            keys::created_member(1_000, first),
+        ),
+        (
+            ProductOrder::Price,
+            Some("kitchen"),
+            keys::price_member(500, first),
+        ),
+    ] {
+        let index = lab.keys.products_index(order, category);
+        assert_eq!(lab.members(&index).await, [member], "{index}");
+    }
+    for order in [ProductOrder::Created, ProductOrder::Price] {
+        let index = lab.keys.products_index(order, Some("tea"));
+        assert!(lab.members(&index).await.is_empty(), "{index}");
+    }
+}
+
+#[tokio::test]
+async fn update_product_lua_refuses_a_stale_version_and_moves_the_indexes() {
+    // Arrange
+    let mut lab = Lab::new().await;
+    let id = lab.product(100, 5, "tea").await;
+    let index = |lab: &Lab, order, category: Option<&str>| lab.keys.products_index(order, category);
+    let keys = vec![
+        lab.keys.product(id),
+        index(&lab, ProductOrder::Price, None),
+        index(&lab, ProductOrder::Created, Some("tea")),
+        index(&lab, ProductOrder::Price, Some("tea")),
+        index(&lab, ProductOrder::Created, Some("coffee")),
+        index(&lab, ProductOrder::Price, Some("coffee")),
+    ];
+    let args = |version: &str| {
+        strings(&[
+            version,
+            &keys::price_member(100, id),
+            &keys::price_member(250, id),
+            &keys::created_member(1_000, id),
+            "2025-01-02T00:00:00.000Z",
+            "price_cents",
+            "250",
+            "category",
+            "coffee",
+        ])
+    };
+
+    // Act
+    let updated = lab.run(UPDATE_PRODUCT, &keys, &args("1")).await;
+    let stale = lab.run(UPDATE_PRODUCT, &keys, &args("1")).await;
+    let mut missing_keys = keys.clone();
+    missing_keys[0] = lab.keys.product(Uuid::new_v4());
+    let missing = lab.run(UPDATE_PRODUCT, &missing_keys, &args("1")).await;
+
+    // Assert
+    let (tag, rest) = tagged(updated);
+    assert_eq!(tag, "ok");
+    let fields = value::map(&rest[0]);
+    assert_eq!(
+        (
+            fields["version"].as_str(),
+            fields["price_cents"].as_str(),
+            fields["category"].as_str()
+        ),
+        ("2", "250", "coffee")
+    );
+    let (tag, rest) = tagged(stale);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("version", vec!["2".to_owned()])
+    );
+    assert_eq!(
+        lab.field(&keys[0], "price_cents").await.as_deref(),
+        Some("250"),
+        "the stale write changed nothing"
+    );
+    assert_eq!(lab.members(&keys[1]).await, [keys::price_member(250, id)]);
+    assert!(lab.members(&keys[2]).await.is_empty());
+    assert!(lab.members(&keys[3]).await.is_empty());
+    assert_eq!(
+        lab.members(&keys[4]).await,
+        [keys::created_member(1_000, id)]
+    );
+    assert_eq!(lab.members(&keys[5]).await, [keys::price_member(250, id)]);
+    assert_eq!(tagged(missing).0, "missing");
+    assert!(!lab.exists(&missing_keys[0]).await);
+    // An archived product is refused even at the right version.
+    let _: () = redis::cmd("HSET")
+        .arg(&keys[0])
+        .arg("archived")
+        .arg("1")
+        .query_async(&mut lab.redis)
+        .await
+        .expect("HSET");
+    assert_eq!(
+        tagged(lab.run(UPDATE_PRODUCT, &keys, &args("2")).await).0,
+        "archived"
+    );
+}
+
+#[tokio::test]
+async fn archive_product_lua_removes_the_product_from_every_index_once() {
+    // Arrange
+    let mut lab = Lab::new().await;
+    let id = lab.product(700, 2, "tea").await;
+    let keys = vec![
+        lab.keys.product(id),
+        lab.keys.products_index(ProductOrder::Created, None),
+        lab.keys.products_index(ProductOrder::Price, None),
+        lab.keys.products_index(ProductOrder::Created, Some("tea")),
+        lab.keys.products_index(ProductOrder::Price, Some("tea")),
+    ];
+    let args = |version: &str| {
+        strings(&[
+            version,
+            &keys::created_member(1_000, id),
+            &keys::price_member(700, id),
+            "2025-01-03T00:00:00.000Z",
+        ])
+    };
+
+    // Act
+    let stale = lab.run(ARCHIVE_PRODUCT, &keys, &args("7")).await;
+    let still_listed = lab.members(&keys[1]).await.len();
+    let archived = lab.run(ARCHIVE_PRODUCT, &keys, &args("1")).await;
+    let again = lab.run(ARCHIVE_PRODUCT, &keys, &args("2")).await;
+    let mut missing_keys = keys.clone();
+    missing_keys[0] = lab.keys.product(Uuid::new_v4());
+    let missing = lab.run(ARCHIVE_PRODUCT, &missing_keys, &args("1")).await;
+
+    // Assert
+    let (tag, rest) = tagged(stale);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("version", vec!["1".to_owned()])
+    );
+    assert_eq!(still_listed, 1, "a stale archive changes nothing");
+    let (tag, rest) = tagged(archived);
+    assert_eq!(tag, "ok");
+    let fields = value::map(&rest[0]);
+    assert_eq!(
+        (fields["archived"].as_str(), fields["version"].as_str()),
+        ("1", "2")
+    );
+    let (tag, rest) = tagged(again);
+    assert_eq!(tag, "ok");
+    assert_eq!(
+        value::map(&rest[0])["version"],
+        "2",
+        "archiving twice does not bump the version"
+    );
+    for index in &keys[1..] {
+        assert!(lab.members(index).await.is_empty(), "{index}");
+    }
+    assert_eq!(
+        lab.hash(&keys[0]).await["stock"],
+        "2",
+        "the product stays readable"
+    );
+    assert_eq!(tagged(missing).0, "missing");
+}
+
+#[tokio::test]
+async fn stock_delta_lua_never_goes_below_zero_nor_above_the_maximum() {
+    // Arrange
+    let mut lab = Lab::new().await;
+    let id = lab.product(100, 5, "tea").await;
+    let keys = vec![lab.keys.product(id)];
+    let delta = |d: &str| strings(&[d, "10", "2025-01-04T00:00:00.000Z"]);
+
+    // Act + Assert
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("3")).await);
+    assert_eq!(
+        (tag.as_str(), value::map(&rest[0])["stock"].as_str()),
+        ("ok", "8")
+    );
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("-9")).await);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("insufficient", vec!["8".to_owned()])
+    );
+    assert_eq!(lab.stock(id).await, 8);
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("3")).await);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("too_large", vec!["8".to_owned()])
+    );
+    assert_eq!(lab.stock(id).await, 8);
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("-8")).await);
+    assert_eq!(
+        (tag.as_str(), value::map(&rest[0])["stock"].as_str()),
+        ("ok", "0")
+    );
+    assert_eq!(
+        tagged(lab.run(STOCK_DELTA, &keys, &delta("-1")).await).0,
+        "insufficient"
+    );
+    assert_eq!(lab.stock(id).await, 0);
+    let missing = vec![lab.keys.product(Uuid::new_v4())];
+    assert_eq!(
+        tagged(lab.run(STOCK_DELTA, &missing, &delta("1")).await).0,
+        "missing"
+    );
+    assert!(
+        !lab.exists(&missing[0]).await,
+        "no product is created by a delta"
+    );
+}
+
+/// KEYS and ARGV of `purchase.lua` for one order.
+fn purchase_call(
+    lab: &Lab,
+    user: Uuid,
+    key: &str,
+    fingerprint: &str,
+    now_ms: i64,
+    purchase: Uuid,
+    lines: &[(Uuid, u32)],
+) -> (Vec<String>, Vec<String>) {
+    let mut keys = vec![
+        lab.keys.idempotency(user, key),
+        lab.keys.purchase(purchase),
+        lab.keys.purchases_index(),
+        lab.keys.user_purchases(user),
+    ];
+    keys.extend(lines.iter().map(|(product, _)| lab.keys.product(*product)));
+    let mut args = strings(&[
+        fingerprint,
+        &now_ms.to_string(),
+        "10000",
+        "86400",
+        &purchase.to_string(),
+        &user.to_string(),
+        "USD",
+        "2025-01-05T00:00:00.000Z",
+        &keys::created_member(now_ms, purchase),
+    ]);
+    for (product, quantity) in lines {
+        args.push(product.to_string());
+        args.push(quantity.to_string());
+    }
+    (keys, args)
+}
+
+#[tokio::test]
+async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
+    // Arrange
+    let mut lab = Lab::new().await;
+    let (tea, cup) = (
+        lab.product(100, 10, "tea").await,
+        lab.product(250, 1, "tea").await,
+    );
+    let user = Uuid::new_v4();
+    let (refused_id, bought_id, replay_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+
+    // Act: an order the second line cannot serve.
+    let (k, a) = purchase_call(
+        &lab,
+        user,
+        "key-1",
+        "fp-1",
+        1_000,
+        refused_id,
+        &[(tea, 2), (cup, 2)],
+    );
+    let refused = lab.run(PURCHASE, &k, &a).await;
+
+    // Assert: refused, naming the line, and nothing written at all.
+    let (tag, rest) = tagged(refused);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("insufficient", vec![cup.to_string(), "1".to_owned()])
+    );
+    assert_eq!((lab.stock(tea).await, lab.stock(cup).await), (10, 1));
+    assert!(!lab.exists(&k[0]).await, "no idempotency record");
+    assert!(!lab.exists(&k[1]).await, "no purchase");
+    assert!(lab.members(&k[3]).await.is_empty());
+
+    // Act: an order that fits, under a key.
+    let (k, a) = purchase_call(
+        &lab,
+        user,
+        "key-1",
+        "fp-2",
+        2_000,
+        bought_id,
+        &[(tea, 2), (cup, 1)],
+    );
+    let created = lab.run(PURCHASE, &k, &a).await;
+
+    // Assert
+    let (tag, rest) = tagged(created);
+    assert_eq!(tag, "created");
+    let fields = value::map(&rest[0]);
+    assert_eq!(
+        (fields["total_cents"].as_str(), fields["status"].as_str()),
+        ("450", "completed")
+    );
+    assert_eq!((lab.stock(tea).await, lab.stock(cup).await), (8, 0));
+    assert_eq!(lab.field(&k[0], "state").await.as_deref(), Some("pending"));
+    let key_ttl: i64 = redis::cmd("TTL")
+        .arg(&k[0])
+        .query_async(&mut lab.redis)
+        .await
+        .expect("TTL");
+    assert!(
+        (86_000..=86_400).contains(&key_ttl),
+        "the key lives 24 h: {key_ttl}"
+    );
+    assert_eq!(
+        lab.members(&k[3]).await,
+        [keys::created_member(2_000, bought_id)]
+    );
+
+    // Act + Assert: the same key again, inside then after the in-flight window,
+    // and with another body.
+    let (k, a) = purchase_call(
+        &lab,
+        user,
+        "key-1",
+        "fp-2",
+        3_000,
+        replay_id,
+        &[(tea, 2), (cup, 1)],
+    );
+    assert_eq!(tagged(lab.run(PURCHASE, &k, &a).await).0, "in_flight");
+    let (k, a) = purchase_call(
+        &lab,
+        user,
+        "key-1",
+        "fp-2",
+        20_000,
+        replay_id,
+        &[(tea, 2), (cup, 1)],
+    );
+    let (tag, rest) = tagged(lab.run(PURCHASE, &k, &a).await);
+    assert_eq!(
+        (tag.as_str(), value::map(&rest[0])["id"].clone()),
+        ("replayed", bought_id.to_string())
+    );
+    let (k, a) = purchase_call(&lab, user, "key-1", "fp-3", 20_000, replay_id, &[(tea, 1)]);
+    assert_eq!(tagged(lab.run(PURCHASE, &k, &a).await).0, "key_reused");
+    assert!(!lab.exists(&lab.keys.purchase(replay_id)).await);
+    assert_eq!(
+        (lab.stock(tea).await, lab.stock(cup).await),
+        (8, 0),
+        "one key, one purchase"
+    );
+
+    // Unknown and archived products are named.
+    let ghost = Uuid::new_v4();
+    let (k, a) = purchase_call(
+        &lab,
+        user,
+        "key-2",
+        "fp-4",
+        30_000,
+        Uuid::new_v4(),
+        &[(tea, 1), (ghost, 1)],
+    );
+    let (tag, rest) = tagged(lab.run(PURCHASE, &k, &a).await);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("not_found", vec![ghost.to_string()])
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(lab.keys.product(tea))
+        .arg("archived")
+        .arg("1")
+        .query_async(&mut lab.redis)
+        .await
+        .expect("HSET");
+    let (k, a) = purchase_call(
+        &lab,
+        user,
+        "key-3",
+        "fp-5",
+        30_000,
+        Uuid::new_v4(),
+        &[(tea, 1)],
+    );
+    let (tag, rest) = tagged(lab.run(PURCHASE, &k, &a).await);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("archived", vec![tea.to_string()])
+    );
+    assert_eq!(lab.stock(tea).await, 8);
+}
+
+#[tokio::test]
+async fn cancel_lua_restocks_exactly_once() {
+    // Arrange: a purchase of 3 teas and 1 cup made by purchase.lua.
+    let mut lab = Lab::new().await;
+    let (tea, cup) = (
+        lab.product(100, 10, "tea").await,
+        lab.product(250, 5, "tea").await,
+    );
+    let (user, purchase) = (Uuid::new_v4(), Uuid::new_v4());
+    let (k, a) = purchase_call(
+        &lab,
+        user,
+        "key",
+        "fp",
+        1_000,
+        purchase,
+        &[(tea, 3), (cup, 1)],
+    );
+    assert_eq!(tagged(lab.run(PURCHASE, &k, &a).await).0, "created");
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(&lab.field(&k[1], "items").await.expect("items")).expect("JSON items");
+    let mut keys = vec![lab.keys.purchase(purchase)];
+    keys.extend(items.iter().map(|item| {
+        lab.keys.product(
+            item["product_id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+        )
+    }));
+    let at = strings(&["2025-01-06T00:00:00.000Z"]);
+
+    // Act
+    let mut wrong = keys.clone();
+    wrong.swap(1, 2);
+    let mismatch = lab.run(CANCEL, &wrong, &at).await;
+    let first = lab.run(CANCEL, &keys, &at).await;
+    let second = lab.run(CANCEL, &keys, &at).await;
+    let missing = lab
+        .run(
+            CANCEL,
+            &[lab.keys.purchase(Uuid::new_v4()), keys[1].clone()],
+            &at,
+        )
+        .await;
+
+    // Assert
+    assert_eq!(tagged(mismatch).0, "mismatch");
+    let (tag, rest) = tagged(first);
+    assert_eq!(tag, "cancelled");
+    assert_eq!(value::map(&rest[0])["status"], "cancelled");
+    assert_eq!(tagged(second).0, "already_cancelled");
+    assert_eq!(tagged(missing).0, "missing");
+    assert_eq!(
+        (lab.stock(tea).await, lab.stock(cup).await),
+        (10, 5),
+        "restocked once"
+    );
+}

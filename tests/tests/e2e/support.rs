@@ -1,0 +1,143 @@
+//! Small helpers the functional modules share: reading headers and ids,
+//! paging through lists, and the current stock of a product.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use evergreen_tests::client::{Api, Session, expect};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A header as text, if present.
+pub fn header(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The `id` of a JSON object, as text.
+pub fn id_of(value: &Value) -> String {
+    value["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {value}"))
+        .to_owned()
+}
+
+/// The ids of a page's `items`, in order.
+pub fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {page}"))
+        .iter()
+        .map(id_of)
+        .collect()
+}
+
+/// A fresh idempotency key.
+pub fn new_key() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// Sends every page of a list (`fetch(cursor_query)`), following `next_cursor`
+/// until it is null, and returns the ids in the order they came.
+pub async fn collect_pages<F, Fut>(query: &str, fetch: F) -> Vec<String>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    collect_pages_from(query, None, fetch).await
+}
+
+/// Like [`collect_pages`], starting at `cursor` (a `next_cursor` seen earlier).
+pub async fn collect_pages_from<F, Fut>(
+    query: &str,
+    mut cursor: Option<String>,
+    mut fetch: F,
+) -> Vec<String>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let separator = if query.is_empty() { "?" } else { "&" };
+    let mut collected = Vec::new();
+    for _ in 0..1000 {
+        let full = match &cursor {
+            None => query.to_owned(),
+            Some(cursor) => format!("{query}{separator}cursor={cursor}"),
+        };
+        let page = expect(fetch(full).await, StatusCode::OK).await;
+        collected.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert!(page["next_cursor"].is_null(), "{page}");
+                return collected;
+            }
+        }
+    }
+    panic!("a list did not end after 1000 pages");
+}
+
+/// Every product the public catalog lists for `query` (e.g. `?sort=price`).
+pub async fn catalog(api: &Api, query: &str) -> Vec<String> {
+    collect_pages(query, |q| {
+        let api = api.clone();
+        async move { api.list_products(&q).await }
+    })
+    .await
+}
+
+/// The rest of a catalog walk, from `cursor` on.
+pub async fn catalog_from(api: &Api, query: &str, cursor: &str) -> Vec<String> {
+    collect_pages_from(query, Some(cursor.to_owned()), |q| {
+        let api = api.clone();
+        async move { api.list_products(&q).await }
+    })
+    .await
+}
+
+/// The stock of a product as the API reports it.
+pub async fn stock_of(api: &Api, product_id: &str) -> i64 {
+    let product = expect(api.get_product(product_id).await, StatusCode::OK).await;
+    product["stock"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no stock in {product}"))
+}
+
+/// Creates a product with the given fields over the defaults of a valid one.
+pub async fn create_product(api: &Api, admin: &Session, fields: Value) -> Value {
+    let sku = format!("SKU-{}", Uuid::new_v4().simple());
+    let mut body = json!({
+        "sku": sku, "name": format!("Product {sku}"), "description": "A test product",
+        "price_cents": 1000, "currency": "USD", "stock": 10, "category": "test",
+    });
+    for (key, value) in fields.as_object().expect("fields are an object") {
+        body[key] = value.clone();
+    }
+    expect(
+        api.create_product(&admin.access_token, &body).await,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+/// The body of an order of `(product id, quantity)` lines.
+pub fn order(lines: &[(&str, i64)]) -> Value {
+    json!({
+        "items": lines
+            .iter()
+            .map(|(product_id, quantity)| json!({"product_id": product_id, "quantity": quantity}))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// The claims of a JWT, read without checking its signature.
+pub fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("the payload is base64url");
+    serde_json::from_slice(&bytes).expect("the payload is JSON")
+}
