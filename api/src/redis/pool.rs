@@ -415,6 +415,19 @@ impl Redis {
             Role::Master => &self.master,
             Role::Replica => &self.replicas,
         };
+        // Skip the node that just failed only if there is another one: when
+        // Sentinel reconfigures a node it kills its client connections, and a
+        // fresh connection to the same node then works.
+        let avoid = avoid.filter(|failed| {
+            role == Role::Replica
+                && self
+                    .watcher
+                    .topology
+                    .borrow()
+                    .replicas
+                    .iter()
+                    .any(|r| r != *failed)
+        });
         for _ in 0..3 {
             let connection = pool.get().await.map_err(pool_error)?;
             // A connection made while the watcher was switching carries the old
