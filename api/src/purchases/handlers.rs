@@ -20,6 +20,8 @@ use crate::startup::AppState;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest a response waits for its idempotency record to be settled.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn not_found() -> ApiError {
     ApiError::NotFound("purchase not found".to_owned())
@@ -113,9 +115,15 @@ pub async fn create(
         in_flight_ms: state.store.idempotency_in_flight_secs * 1000,
     };
     let purchases = state.purchases();
+    // Settling only spares a retry the in-flight window: never let it hold
+    // the response for long.
     let settle = || async {
-        if let Err(error) = purchases.settle(caller.user_id, &key).await {
-            tracing::warn!(%error, "could not settle the idempotency record; retries wait for the in-flight window");
+        let settled =
+            tokio::time::timeout(SETTLE_TIMEOUT, purchases.settle(caller.user_id, &key)).await;
+        if !matches!(settled, Ok(Ok(()))) {
+            tracing::warn!(
+                "could not settle the idempotency record; retries wait for the in-flight window"
+            );
         }
     };
     let outcome = match purchases.create(order).await {

@@ -115,6 +115,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_retryable_reply_is_unavailable_and_an_unknown_one_is_a_bug() {
+        for code in RETRYABLE_CODES {
+            let error = redis::make_extension_error((*code).to_owned(), None);
+            assert!(
+                matches!(RedisError::from(error), RedisError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        let wrongtype = redis::make_extension_error("WRONGTYPE".to_owned(), None);
+        assert!(matches!(
+            RedisError::from(wrongtype),
+            RedisError::Unexpected(_)
+        ));
+    }
+
+    #[test]
+    fn a_demoted_master_poisons_the_connection_and_allows_one_retry() {
+        let readonly = redis::make_extension_error("READONLY".to_owned(), None);
+        assert!(is_readonly(&readonly));
+        assert!(poisons_connection(&readonly));
+        let noscript = redis::make_extension_error("NOSCRIPT".to_owned(), None);
+        assert!(is_noscript(&noscript) && !poisons_connection(&noscript));
+    }
+
+    #[test]
     fn a_noreplicas_reply_inside_a_pipeline_is_retryable_not_a_bug() {
         let inner = redis::make_extension_error(
             "NOREPLICAS".to_owned(),

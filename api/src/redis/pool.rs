@@ -235,27 +235,31 @@ impl Redis {
         op: &'static str,
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
-        if self.read_from_replicas {
-            // Two tries: a failed connection is dropped and the next one is
-            // made to the other replica (one may be resyncing mid-failover,
-            // while the master may be the node that is down).
-            let mut failed = None;
-            for _ in 0..2 {
-                let avoid = failed.take();
-                match self
-                    .run(Role::Replica, op, pipe, avoid.as_ref(), &mut failed)
-                    .await
-                {
-                    Ok(value) => return Ok(value),
-                    Err(RedisError::Unexpected(detail)) => {
-                        return Err(RedisError::Unexpected(detail));
+        // One bound for all attempts together, not one per attempt.
+        self.bounded(async {
+            if self.read_from_replicas {
+                // Two tries: a failed connection is dropped and the next one is
+                // made to the other replica (one may be resyncing mid-failover,
+                // while the master may be the node that is down).
+                let mut failed = None;
+                for _ in 0..2 {
+                    let avoid = failed.take();
+                    match self
+                        .run(Role::Replica, op, pipe, avoid.as_ref(), &mut failed)
+                        .await
+                    {
+                        Ok(value) => return Ok(value),
+                        Err(RedisError::Unexpected(detail)) => {
+                            return Err(RedisError::Unexpected(detail));
+                        }
+                        Err(RedisError::Unavailable(_) | RedisError::Unconfirmed) => {}
                     }
-                    Err(RedisError::Unavailable(_) | RedisError::Unconfirmed) => {}
                 }
+                self.metrics.replica_read_fallbacks.inc();
             }
-            self.metrics.replica_read_fallbacks.inc();
-        }
-        self.run(Role::Master, op, pipe, None, &mut None).await
+            self.run(Role::Master, op, pipe, None, &mut None).await
+        })
+        .await
     }
 
     /// Reads that must see the latest write (read-modify-write flows).
