@@ -2,7 +2,7 @@
 //! the container healthcheck, where no curl is installed).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         }
     };
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return healthcheck(settings.server.port);
+        return healthcheck(&settings.server.host, settings.server.port);
     }
     telemetry::init_subscriber();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -47,11 +47,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Exit 0 when `/health/ready` on this container's own port answers 200.
-fn healthcheck(port: u16) -> ExitCode {
+/// Exit 0 when `/health/ready` of the instance configured here answers 200.
+/// An instance bound to every interface (0.0.0.0, as in a container) is
+/// probed on loopback.
+fn healthcheck(host: &str, port: u16) -> ExitCode {
     let probe = || -> std::io::Result<bool> {
-        let mut stream =
-            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ip,
+            _ => IpAddr::from([127, 0, 0, 1]),
+        };
+        let mut stream = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         stream.write_all(b"GET /health/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut response = String::new();
