@@ -2,11 +2,13 @@
 //! loopback.
 //!
 //! - [`redis_ha`]: a master, two replicas and three Sentinels from the shipped `redis/` templates.
-//! - [`app`]: API instances on top of it, each built like production.
+//! - [`app`]: API instances on top of it, each built like production (in-process).
+//! - [`gateway`]: nginx, a DNS server and API replicas as real processes.
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
 
 pub mod app;
 pub mod client;
+pub mod gateway;
 pub mod redis_ha;
 pub mod wait;

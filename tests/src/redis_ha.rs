@@ -84,7 +84,7 @@ pub fn templates_dir() -> PathBuf {
 ///
 /// # Errors
 /// The first offending placeholder, with its line number.
-fn render(template: &str, vars: &HashMap<&str, String>) -> Result<String, String> {
+pub fn render(template: &str, vars: &HashMap<&str, String>) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find("${") {
@@ -202,6 +202,26 @@ impl Node {
             // Fails only if the process already exited, which is fine.
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, as `docker compose down` sends, and wait for the exit: Redis
+    /// flushes its AOF and Sentinel rewrites its config on the way out.
+    async fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{} did not exit within 10 s of SIGTERM", self.name());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
@@ -494,6 +514,27 @@ impl RedisHa {
             },
         )
         .await;
+    }
+
+    /// Stops every node gracefully (SIGTERM; Sentinels first), as
+    /// `docker compose down` does, keeping every data and config file.
+    pub async fn stop_all(&mut self) {
+        for node in self.sentinels.iter_mut().chain(self.data.iter_mut()) {
+            node.terminate().await;
+        }
+    }
+
+    /// Starts every stopped node again from its own (rewritten) files and
+    /// waits until a majority of Sentinels names a master that has both
+    /// replicas in sync.
+    pub async fn start_all(&mut self) {
+        for node in self.data.iter_mut().chain(self.sentinels.iter_mut()) {
+            if node.child.is_none() {
+                node.spawn();
+            }
+        }
+        let master = self.master_port().await;
+        self.wait_until_in_sync(master, START_DEADLINE).await;
     }
 
     /// Kills Sentinel `index` (`0..3`) with SIGKILL and reaps it.

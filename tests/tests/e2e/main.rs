@@ -4,8 +4,10 @@
 mod auth;
 mod authz;
 mod concurrency;
+mod data_tier;
 mod errors;
 mod failover;
+mod gateway;
 mod operations;
 mod products;
 mod purchases;

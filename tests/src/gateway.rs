@@ -1,0 +1,376 @@
+//! The public side of the stack, natively: nginx from the shipped
+//! `nginx/templates/default.conf.template`, API replicas as real `api`
+//! processes (so they can be SIGKILLed), and a real DNS server (dnsmasq) that
+//! answers the API hostname with one address per replica, the way Docker's DNS
+//! does for `--scale`. Replicas listen on distinct loopback addresses
+//! (127.x.y.N) with one port, as containers do.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::app::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET};
+use crate::redis_ha::{RedisHa, RedisHaOptions, render};
+use crate::wait;
+
+/// The name nginx asks the DNS server for.
+pub const API_HOST: &str = "api.evergreen.test";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/<profile>/api`, next to the directory of this test binary. The api
+/// package's own integration tests make cargo build it with the suite.
+fn api_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("api");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p evergreen-api` (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// dnsmasq answering `API_HOST` from a hosts file it re-reads on SIGHUP.
+#[derive(Debug)]
+pub struct Dns {
+    pub port: u16,
+    hosts: PathBuf,
+    child: Child,
+}
+
+impl Dns {
+    fn start(dir: &Path) -> Self {
+        let port = wait::free_port();
+        let hosts = dir.join("hosts");
+        fs::write(&hosts, "").expect("hosts file");
+        let log = fs::File::create(dir.join("dnsmasq.log")).expect("log file");
+        let child = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+            ])
+            .args([
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                "--pid-file=",
+                "--local-ttl=1",
+                "--log-facility=-",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("dnsmasq starts (Debian package dnsmasq-base)");
+        Self { port, hosts, child }
+    }
+
+    /// Makes `API_HOST` resolve to exactly `addresses`.
+    pub fn set(&self, addresses: &[Ipv4Addr]) {
+        let lines: String = addresses
+            .iter()
+            .map(|ip| format!("{ip} {API_HOST}\n"))
+            .collect();
+        fs::write(&self.hosts, lines).expect("hosts file");
+        signal(&self.child, "HUP");
+    }
+}
+
+/// One API replica process.
+#[derive(Debug)]
+pub struct ApiProcess {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ApiProcess {
+    pub fn base_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(api_binary())
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("the api binary starts");
+        self.child = Some(child);
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("{}/health/ready", self.base_url());
+        let http = reqwest::Client::new();
+        wait::until(
+            &format!("API replica {} to be ready", self.ip),
+            Duration::from_secs(20),
+            || async {
+                let response = http.get(&url).send().await.ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL, as a crashed container.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same replica again (same address and port) and waits until ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// `api healthcheck` run against this replica's port, as the container healthcheck does.
+    pub fn healthcheck(&self) -> bool {
+        Command::new(api_binary())
+            .arg("healthcheck")
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// nginx from the shipped template, in front of the replicas.
+#[derive(Debug)]
+pub struct Nginx {
+    pub port: u16,
+    access_log: PathBuf,
+    child: Child,
+}
+
+impl Nginx {
+    fn start(dir: &Path, dns_port: u16, api_port: u16) -> Self {
+        let port = wait::free_port();
+        let vars = HashMap::from([
+            ("NGINX_PORT", port.to_string()),
+            ("NGINX_RESOLVER", format!("127.0.0.1:{dns_port}")),
+            ("API_HOST", API_HOST.to_owned()),
+            ("API_PORT", api_port.to_string()),
+        ]);
+        let template =
+            fs::read_to_string(repo_root().join("nginx/templates/default.conf.template"))
+                .expect("template");
+        fs::write(
+            dir.join("default.conf"),
+            render(&template, &vars).expect("every placeholder has a value"),
+        )
+        .expect("rendered config");
+        for temp in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            fs::create_dir_all(dir.join("tmp").join(temp)).expect("temp dir");
+        }
+        let d = dir.display();
+        // What the nginx image's own nginx.conf provides around conf.d/*.conf.
+        let main = format!(
+            "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  default_type application/octet-stream;\n  client_body_temp_path {d}/tmp/body;\n  \
+             proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  \
+             scgi_temp_path {d}/tmp/scgi;\n  include {d}/default.conf;\n}}\n"
+        );
+        fs::write(dir.join("nginx.conf"), main).expect("main config");
+        let access_log = dir.join("access.log");
+        let log = fs::File::create(&access_log).expect("log file");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts (Debian package nginx)");
+        Self {
+            port,
+            access_log,
+            child,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests per upstream address, from nginx's JSON access log.
+    pub fn requests_by_upstream(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        let text = fs::read_to_string(&self.access_log).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            // A retried request lists every address tried ("a, b"); the last one answered.
+            if let Some(addr) = entry["upstream_addr"]
+                .as_str()
+                .and_then(|a| a.rsplit(", ").next())
+                && !addr.is_empty()
+            {
+                *counts.entry(addr.to_owned()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis HA, DNS, API replica processes and nginx.
+#[derive(Debug)]
+pub struct Gateway {
+    pub redis: RedisHa,
+    pub replicas: Vec<ApiProcess>,
+    pub dns: Dns,
+    pub nginx: Nginx,
+    pub api_port: u16,
+    key_prefix: String,
+    subnet: [u8; 2],
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub async fn start(replicas: usize) -> Self {
+        let redis = RedisHa::start(RedisHaOptions::default()).await;
+        let dir = tempfile::Builder::new()
+            .prefix("evergreen-gateway-")
+            .tempdir()
+            .expect("temp dir");
+        let id = uuid::Uuid::new_v4();
+        // A loopback /24 of its own, so parallel tests never share an address.
+        let subnet = [10 + id.as_bytes()[0] % 240, id.as_bytes()[1]];
+        let api_port = wait::free_port();
+        let dns = Dns::start(dir.path());
+        let nginx = Nginx::start(dir.path(), dns.port, api_port);
+        let mut gateway = Self {
+            redis,
+            replicas: Vec::new(),
+            dns,
+            nginx,
+            api_port,
+            key_prefix: format!("evergreen-test:{}:", id.simple()),
+            subnet,
+            dir,
+        };
+        for _ in 0..replicas {
+            gateway.add_replica().await;
+        }
+        let http = reqwest::Client::new();
+        let health = format!("{}/nginx-health", gateway.nginx.base_url());
+        wait::until("nginx to answer", Duration::from_secs(10), || async {
+            http.get(&health)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        })
+        .await;
+        gateway
+    }
+
+    /// Starts one more replica and publishes it in DNS (as `--scale` does).
+    pub async fn add_replica(&mut self) -> usize {
+        let index = self.replicas.len();
+        let ip = Ipv4Addr::new(127, self.subnet[0], self.subnet[1], index as u8 + 1);
+        TcpListener::bind((ip, self.api_port)).expect("the replica's address is free");
+        let env = vec![
+            ("EVERGREEN_SERVER__HOST", ip.to_string()),
+            ("EVERGREEN_SERVER__PORT", self.api_port.to_string()),
+            ("EVERGREEN_SERVER__METRICS_PORT", "0".to_owned()),
+            ("EVERGREEN_SERVER__WORKERS", "2".to_owned()),
+            (
+                "EVERGREEN_REDIS__SENTINELS",
+                self.redis.sentinel_addrs().join(","),
+            ),
+            (
+                "EVERGREEN_REDIS__PASSWORD",
+                self.redis.password().to_owned(),
+            ),
+            (
+                "EVERGREEN_REDIS__SENTINEL_PASSWORD",
+                self.redis.sentinel_password().to_owned(),
+            ),
+            ("EVERGREEN_REDIS__KEY_PREFIX", self.key_prefix.clone()),
+            ("EVERGREEN_AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+            ("EVERGREEN_BOOTSTRAP_ADMIN__EMAIL", ADMIN_EMAIL.to_owned()),
+            (
+                "EVERGREEN_BOOTSTRAP_ADMIN__PASSWORD",
+                ADMIN_PASSWORD.to_owned(),
+            ),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        let mut replica = ApiProcess {
+            ip,
+            port: self.api_port,
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            log: self.dir.path().join(format!("api-{index}.log")),
+            child: None,
+        };
+        replica.spawn();
+        replica.wait_ready().await;
+        self.replicas.push(replica);
+        self.publish();
+        index
+    }
+
+    /// DNS lists every replica started (running or killed: as Docker does for
+    /// a crashed container until it is removed).
+    fn publish(&self) {
+        let addresses: Vec<Ipv4Addr> = self.replicas.iter().map(|r| r.ip).collect();
+        self.dns.set(&addresses);
+    }
+
+    pub fn upstream(&self, index: usize) -> String {
+        format!("{}:{}", self.replicas[index].ip, self.api_port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
