@@ -4,6 +4,10 @@
 //! answers the API hostname with one address per replica, the way Docker's DNS
 //! does for `--scale`. Replicas listen on distinct loopback addresses
 //! (127.x.y.N) with one port, as containers do.
+//!
+//! Debugging: `EVERGREEN_GATEWAY_KEEP=1` keeps the nginx config, access log and
+//! every replica's log after the test; `EVERGREEN_GATEWAY_LOG` sets the
+//! replicas' `RUST_LOG` (default `warn`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -279,8 +283,12 @@ impl Gateway {
         let redis = RedisHa::start(RedisHaOptions::default()).await;
         let dir = tempfile::Builder::new()
             .prefix("evergreen-gateway-")
+            .disable_cleanup(std::env::var_os("EVERGREEN_GATEWAY_KEEP").is_some())
             .tempdir()
             .expect("temp dir");
+        if std::env::var_os("EVERGREEN_GATEWAY_KEEP").is_some() {
+            eprintln!("gateway files and logs kept in {}", dir.path().display());
+        }
         let id = uuid::Uuid::new_v4();
         // A loopback /24 of its own, so parallel tests never share an address.
         let subnet = [10 + id.as_bytes()[0] % 240, id.as_bytes()[1]];
@@ -343,7 +351,10 @@ impl Gateway {
                 "EVERGREEN_BOOTSTRAP_ADMIN__PASSWORD",
                 ADMIN_PASSWORD.to_owned(),
             ),
-            ("RUST_LOG", "warn".to_owned()),
+            (
+                "RUST_LOG",
+                std::env::var("EVERGREEN_GATEWAY_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            ),
         ];
         let mut replica = ApiProcess {
             ip,
@@ -368,6 +379,11 @@ impl Gateway {
 
     pub fn upstream(&self, index: usize) -> String {
         format!("{}:{}", self.replicas[index].ip, self.api_port)
+    }
+
+    /// The namespace every replica keeps its keys under.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
     }
 
     pub fn dir(&self) -> &Path {

@@ -237,29 +237,59 @@ impl Redis {
     ) -> Result<T, RedisError> {
         // One bound for all attempts together, not one per attempt.
         self.bounded(async {
-            if self.read_from_replicas {
-                // Two tries: a failed connection is dropped and the next one is
-                // made to the other replica (one may be resyncing mid-failover,
-                // while the master may be the node that is down).
-                let mut failed = None;
-                for _ in 0..2 {
-                    let avoid = failed.take();
-                    match self
-                        .run(Role::Replica, op, pipe, avoid.as_ref(), &mut failed)
-                        .await
-                    {
-                        Ok(value) => return Ok(value),
-                        Err(RedisError::Unexpected(detail)) => {
-                            return Err(RedisError::Unexpected(detail));
-                        }
-                        Err(RedisError::Unavailable(_) | RedisError::Unconfirmed) => {}
+            let mut round = 0;
+            loop {
+                round += 1;
+                let epochs = self.topology_epochs();
+                match self.read_once(op, pipe).await {
+                    Ok(value) => return Ok(value),
+                    Err(error @ RedisError::Unexpected(_)) => return Err(error),
+                    // A failover switched the topology under this round (e.g.
+                    // the replica set emptied, then the master fallback met the
+                    // old, paused master): the failure says nothing about the
+                    // nodes now published, so try them once.
+                    Err(error) if round > 1 || self.topology_epochs() == epochs => {
+                        return Err(error);
                     }
+                    Err(_) => {}
                 }
-                self.metrics.replica_read_fallbacks.inc();
             }
-            self.run(Role::Master, op, pipe, None, &mut None).await
         })
         .await
+    }
+
+    fn topology_epochs(&self) -> (u64, u64) {
+        let topology = self.watcher.topology.borrow();
+        (topology.master_epoch, topology.replicas_epoch)
+    }
+
+    /// One round of a read: two replica attempts, then the master.
+    async fn read_once<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisError> {
+        if self.read_from_replicas {
+            // Two tries: a failed connection is dropped and the next one is
+            // made to the other replica (one may be resyncing mid-failover,
+            // while the master may be the node that is down).
+            let mut failed = None;
+            for _ in 0..2 {
+                let avoid = failed.take();
+                match self
+                    .run(Role::Replica, op, pipe, avoid.as_ref(), &mut failed)
+                    .await
+                {
+                    Ok(value) => return Ok(value),
+                    Err(RedisError::Unexpected(detail)) => {
+                        return Err(RedisError::Unexpected(detail));
+                    }
+                    Err(RedisError::Unavailable(_) | RedisError::Unconfirmed) => {}
+                }
+            }
+            self.metrics.replica_read_fallbacks.inc();
+        }
+        self.run(Role::Master, op, pipe, None, &mut None).await
     }
 
     /// Reads that must see the latest write (read-modify-write flows).

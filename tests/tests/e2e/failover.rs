@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evergreen_api::redis::Keys;
-use evergreen_tests::app::TestStack;
+use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, TestStack};
 use evergreen_tests::client::{Api, Session};
+use evergreen_tests::gateway::Gateway;
+use evergreen_tests::redis_ha::RedisHa;
 use evergreen_tests::wait;
 use futures_util::future::join_all;
 use redis::AsyncCommands;
@@ -34,6 +36,8 @@ const HEAL_DEADLINE: Duration = Duration::from_secs(40);
 
 #[derive(Debug, Clone)]
 struct Write {
+    /// The Idempotency-Key: retries of one purchase share it.
+    key: String,
     started: Duration,
     took: Duration,
     status: Option<StatusCode>,
@@ -101,6 +105,7 @@ impl Traffic {
                             Err(_) => (None, None),
                         };
                         writes.lock().expect("lock").push(Write {
+                            key: key.clone(),
                             started: started - origin,
                             took,
                             status,
@@ -126,15 +131,21 @@ impl Traffic {
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let status = api
+                    let response = api
                         .raw(
                             reqwest::Method::GET,
                             &format!("/api/v1/products/{product_id}"),
                         )
                         .send()
-                        .await
-                        .ok()
-                        .map(|r| r.status());
+                        .await;
+                    let status = response.as_ref().ok().map(|r| r.status());
+                    if status != Some(StatusCode::OK) {
+                        let body = match response {
+                            Ok(r) => r.text().await.unwrap_or_default(),
+                            Err(e) => e.to_string(),
+                        };
+                        eprintln!("read failed after {:?}: {body}", started.elapsed());
+                    }
                     reads.lock().expect("lock").push(Read {
                         started: started - origin,
                         took: started.elapsed(),
@@ -181,6 +192,19 @@ impl Report {
             .filter(|w| w.status == Some(StatusCode::CREATED))
             .filter_map(|w| w.purchase_id)
             .collect()
+    }
+
+    /// Idempotency keys that no attempt got a 201 for.
+    fn unacknowledged_keys(&self) -> usize {
+        let acknowledged: std::collections::HashSet<&str> = self
+            .writes
+            .iter()
+            .filter(|w| w.status == Some(StatusCode::CREATED))
+            .map(|w| w.key.as_str())
+            .collect();
+        let all: std::collections::HashSet<&str> =
+            self.writes.iter().map(|w| w.key.as_str()).collect();
+        all.len() - acknowledged.len()
     }
 
     /// The write-unavailability window: the longest stretch after the fault
@@ -261,8 +285,16 @@ impl Report {
     }
 }
 
+/// Where the traffic goes: two in-process API instances called directly, or
+/// API processes behind nginx (the shipped gateway).
+enum Backend {
+    Direct(TestStack),
+    BehindNginx(Gateway),
+}
+
 struct Scenario {
-    stack: TestStack,
+    backend: Backend,
+    key_prefix: String,
     apis: Vec<Api>,
     buyers: Vec<Session>,
     product_id: String,
@@ -272,18 +304,46 @@ impl Scenario {
     async fn start() -> Self {
         let stack = TestStack::start_with(2, Default::default()).await;
         let apis = vec![stack.api(0), stack.api(1)];
-        let admin = stack.admin().await;
+        let key_prefix = stack.key_prefix.clone();
+        Self::with_traffic_to(Backend::Direct(stack), key_prefix, apis).await
+    }
+
+    /// Two API processes behind nginx; every request goes through nginx.
+    async fn behind_nginx() -> Self {
+        let gateway = Gateway::start(2).await;
+        let apis = vec![Api::new(&gateway.nginx.base_url())];
+        let key_prefix = gateway.key_prefix().to_owned();
+        Self::with_traffic_to(Backend::BehindNginx(gateway), key_prefix, apis).await
+    }
+
+    async fn with_traffic_to(backend: Backend, key_prefix: String, apis: Vec<Api>) -> Self {
+        let admin = apis[0].login_ok(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         let product = apis[0].new_product(&admin, 100, STOCK).await;
         let buyers = join_all((0..WRITERS).map(|i| {
-            let api = apis[i % 2].clone();
+            let api = apis[i % apis.len()].clone();
             async move { api.new_customer().await }
         }))
         .await;
         Self {
             product_id: product["id"].as_str().expect("id").to_owned(),
-            stack,
+            backend,
+            key_prefix,
             apis,
             buyers,
+        }
+    }
+
+    fn redis(&self) -> &RedisHa {
+        match &self.backend {
+            Backend::Direct(stack) => &stack.redis,
+            Backend::BehindNginx(gateway) => &gateway.redis,
+        }
+    }
+
+    fn redis_mut(&mut self) -> &mut RedisHa {
+        match &mut self.backend {
+            Backend::Direct(stack) => &mut stack.redis,
+            Backend::BehindNginx(gateway) => &mut gateway.redis,
         }
     }
 
@@ -330,16 +390,13 @@ impl Scenario {
     /// and stock equal to the initial stock minus every recorded purchase.
     /// Returns the number of acknowledged purchases lost.
     async fn verify(&self, report: &Report) -> usize {
-        let master = self.stack.redis.master_port().await;
-        self.stack
-            .redis
-            .wait_until_in_sync(master, HEAL_DEADLINE)
-            .await;
-        let keys = Keys::new(self.stack.key_prefix.clone());
+        let master = self.redis().master_port().await;
+        self.redis().wait_until_in_sync(master, HEAL_DEADLINE).await;
+        let keys = Keys::new(self.key_prefix.clone());
         let acknowledged = report.acknowledged();
         let mut lost = 0;
-        for port in self.stack.redis.data_ports() {
-            let mut connection = self.stack.redis.connection(port).await;
+        for port in self.redis().data_ports() {
+            let mut connection = self.redis().connection(port).await;
             for id in &acknowledged {
                 let exists: bool = connection.exists(keys.purchase(*id)).await.expect("EXISTS");
                 if !exists {
@@ -352,7 +409,7 @@ impl Scenario {
                 }
             }
         }
-        let mut connection = self.stack.redis.connection(master).await;
+        let mut connection = self.redis().connection(master).await;
         let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(keys.purchases_index())
             .arg("-")
@@ -372,6 +429,36 @@ impl Scenario {
             STOCK - stock,
             members.len() as i64,
             "stock taken must equal the purchases recorded (no half-written purchase)"
+        );
+        // No split: every node, the resumed or restarted old master included,
+        // holds exactly the master's purchases.
+        for port in self.redis().data_ports() {
+            let mut connection = self.redis().connection(port).await;
+            let count: usize = connection
+                .zcard(keys.purchases_index())
+                .await
+                .expect("ZCARD");
+            assert_eq!(
+                count,
+                members.len(),
+                "purchases on :{port} differ from the master's"
+            );
+        }
+        // No duplicates: a retried key records one purchase at most. Keys
+        // never acknowledged (the last attempt of a buyer when traffic
+        // stopped) may or may not have landed.
+        let unacknowledged_keys = report.unacknowledged_keys();
+        assert!(
+            members.len() <= acknowledged.len() + unacknowledged_keys,
+            "{} purchases recorded for {} acknowledged keys and {unacknowledged_keys} unacknowledged",
+            members.len(),
+            acknowledged.len()
+        );
+        let distinct: std::collections::HashSet<_> = acknowledged.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            acknowledged.len(),
+            "two keys acknowledged with one purchase id"
         );
         // Each acknowledged purchase is readable through the API by its owner.
         for id in acknowledged.iter().take(20) {
@@ -432,36 +519,50 @@ fn assert_healthy(report: &Report, lost: usize) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_paused_master_under_load_fails_over_without_losing_acknowledged_purchases() {
-    let scenario = Scenario::start().await;
-    let old_master = scenario.stack.redis.master_port().await;
+/// SIGSTOP the master under traffic (what `docker compose pause` does), wait
+/// for the promotion and for writes to come back, SIGCONT it, and wait until
+/// it is a replica of the new master; then verify and print.
+async fn pause_and_resume_the_master(scenario: &Scenario, name: &str) {
+    let old_master = scenario.redis().master_port().await;
     let traffic = scenario.flowing_traffic().await;
 
-    // Act: SIGSTOP the master (what `docker compose pause` does), then SIGCONT it.
     let fault = traffic.now();
-    scenario.stack.redis.pause(old_master);
+    scenario.redis().pause(old_master);
     let new_master = scenario
-        .stack
-        .redis
+        .redis()
         .wait_for_master_change(old_master, HEAL_DEADLINE)
         .await;
     scenario.wait_for_writes_after(&traffic, fault).await;
-    scenario.stack.redis.resume(old_master);
+    scenario.redis().resume(old_master);
     scenario
-        .stack
-        .redis
+        .redis()
         .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
         .await;
     let report = traffic.finish().await;
 
-    scenario.conclude("master paused", &report, fault).await;
+    scenario.conclude(name, &report, fault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_master_under_load_fails_over_without_losing_acknowledged_purchases() {
+    let scenario = Scenario::start().await;
+    pause_and_resume_the_master(&scenario, "master paused").await;
+}
+
+/// The same through the shipped nginx in front of API processes: reads never
+/// fail, writes come back by themselves, the resumed master rejoins as a
+/// replica holding exactly the new master's purchases (`verify` compares every
+/// node), and no purchase is recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_master_behind_nginx_fails_over_and_rejoins_without_a_split() {
+    let scenario = Scenario::behind_nginx().await;
+    pause_and_resume_the_master(&scenario, "master paused, through nginx").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_pool_never_writes_to_a_master_resumed_after_a_failover() {
     let scenario = Scenario::start().await;
-    let old_master = scenario.stack.redis.master_port().await;
+    let old_master = scenario.redis().master_port().await;
     // Warm both instances' pools so idle connections to the master exist.
     let origin = Instant::now();
     let warmup = scenario.traffic_since(origin);
@@ -474,18 +575,16 @@ async fn an_idle_pool_never_writes_to_a_master_resumed_after_a_failover() {
     // Act: pause the master with no traffic at all, let Sentinel promote a
     // replica, resume the old master (it still says role:master for ~10 s),
     // and only then send traffic again.
-    scenario.stack.redis.pause(old_master);
+    scenario.redis().pause(old_master);
     let new_master = scenario
-        .stack
-        .redis
+        .redis()
         .wait_for_master_change(old_master, HEAL_DEADLINE)
         .await;
-    scenario.stack.redis.resume(old_master);
+    scenario.redis().resume(old_master);
     let fault = origin.elapsed();
     let traffic = scenario.traffic_since(origin);
     scenario
-        .stack
-        .redis
+        .redis()
         .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
         .await;
     let report = traffic.finish().await;
@@ -504,23 +603,21 @@ async fn an_idle_pool_never_writes_to_a_master_resumed_after_a_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_master_restarted_from_its_files_loses_no_acknowledged_purchase() {
     let mut scenario = Scenario::start().await;
-    let old_master = scenario.stack.redis.master_port().await;
+    let old_master = scenario.redis().master_port().await;
     let traffic = scenario.flowing_traffic().await;
 
     // Act: SIGKILL the master, let Sentinel promote a replica, restart the old
     // master from its own RDB/AOF files while traffic continues.
     let fault = traffic.now();
-    scenario.stack.redis.kill(old_master);
+    scenario.redis_mut().kill(old_master);
     let new_master = scenario
-        .stack
-        .redis
+        .redis()
         .wait_for_master_change(old_master, HEAL_DEADLINE)
         .await;
     scenario.wait_for_writes_after(&traffic, fault).await;
-    scenario.stack.redis.restart(old_master).await;
+    scenario.redis_mut().restart(old_master).await;
     scenario
-        .stack
-        .redis
+        .redis()
         .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
         .await;
     let report = traffic.finish().await;
@@ -533,23 +630,21 @@ async fn a_killed_master_restarted_from_its_files_loses_no_acknowledged_purchase
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graceful_sentinel_failover_under_steady_writes_loses_no_acknowledged_purchase() {
     let scenario = Scenario::start().await;
-    let old_master = scenario.stack.redis.master_port().await;
+    let old_master = scenario.redis().master_port().await;
     let traffic = scenario.flowing_traffic().await;
 
     // Act: SENTINEL FAILOVER. The old master keeps role:master and accepts
     // writes for ~10 s after the switch: the hardest case for acknowledged writes.
     let fault = traffic.now();
     eprintln!("fault at {fault:?}");
-    scenario.stack.redis.sentinel_failover().await;
+    scenario.redis().sentinel_failover().await;
     let new_master = scenario
-        .stack
-        .redis
+        .redis()
         .wait_for_master_change(old_master, HEAL_DEADLINE)
         .await;
     scenario.wait_for_writes_after(&traffic, fault).await;
     scenario
-        .stack
-        .redis
+        .redis()
         .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
         .await;
     let report = traffic.finish().await;
@@ -564,10 +659,9 @@ async fn a_graceful_sentinel_failover_under_steady_writes_loses_no_acknowledged_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_replica_slows_nothing_for_long_and_loses_nothing() {
     let scenario = Scenario::start().await;
-    let master = scenario.stack.redis.master_port().await;
+    let master = scenario.redis().master_port().await;
     let replica = scenario
-        .stack
-        .redis
+        .redis()
         .data_ports()
         .into_iter()
         .find(|port| *port != master)
@@ -575,7 +669,7 @@ async fn a_paused_replica_slows_nothing_for_long_and_loses_nothing() {
     let traffic = scenario.flowing_traffic().await;
 
     let fault = traffic.now();
-    scenario.stack.redis.pause(replica);
+    scenario.redis().pause(replica);
     // Long enough for Sentinel to mark it down (2 s) and the API to notice.
     wait::until(
         "writes to flow again with one replica paused",
@@ -589,10 +683,9 @@ async fn a_paused_replica_slows_nothing_for_long_and_loses_nothing() {
         },
     )
     .await;
-    scenario.stack.redis.resume(replica);
+    scenario.redis().resume(replica);
     scenario
-        .stack
-        .redis
+        .redis()
         .wait_until_in_sync(master, HEAL_DEADLINE)
         .await;
     let report = traffic.finish().await;
