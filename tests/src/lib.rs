@@ -4,11 +4,13 @@
 //! - [`redis_ha`]: a master, two replicas and three Sentinels from the shipped `redis/` templates.
 //! - [`app`]: API instances on top of it, each built like production (in-process).
 //! - [`gateway`]: nginx, a DNS server and API replicas as real processes.
+//! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
 
 pub mod app;
 pub mod client;
+pub mod compose;
 pub mod gateway;
 pub mod redis_ha;
 pub mod wait;

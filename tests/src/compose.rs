@@ -1,0 +1,218 @@
+//! Drives the real `docker-compose.yml` for the Docker check
+//! (`scripts/docker-check`, `src/bin/docker_check.rs`): one throw-away
+//! project with its own name, secrets and published port, removed with its
+//! volumes when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::wait;
+
+/// The admin the stack bootstraps (compose's default `ADMIN_EMAIL`).
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+
+/// One compose project built from the repository's `docker-compose.yml`.
+#[derive(Debug)]
+pub struct ComposeProject {
+    /// `docker compose` (v2) or `docker-compose` (v1.29), whichever exists.
+    program: Vec<String>,
+    pub project: String,
+    pub http_port: u16,
+    pub admin_password: String,
+    root: PathBuf,
+    env_file: tempfile::NamedTempFile,
+}
+
+fn secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn output(command: &mut Command) -> Output {
+    let rendered = format!("{command:?}");
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {rendered}: {e}"));
+    assert!(
+        output.status.success(),
+        "{rendered} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(command: &mut Command) -> String {
+    String::from_utf8_lossy(&output(command).stdout)
+        .trim()
+        .to_owned()
+}
+
+impl ComposeProject {
+    /// A project named `name` with fresh secrets in a private env file.
+    pub fn new(root: &Path, name: &str) -> Self {
+        let v2 = Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let program = if v2 {
+            vec!["docker".to_owned(), "compose".to_owned()]
+        } else {
+            vec!["docker-compose".to_owned()]
+        };
+        let http_port = wait::free_port();
+        let admin_password = secret();
+        let env_file = tempfile::NamedTempFile::new().expect("env file");
+        let env = format!(
+            "REDIS_PASSWORD={}\nSENTINEL_PASSWORD={}\nJWT_SECRET={}{}\nADMIN_PASSWORD={admin_password}\nHTTP_PORT={http_port}\n",
+            secret(),
+            secret(),
+            secret(),
+            secret()
+        );
+        std::fs::write(env_file.path(), env).expect("write env file");
+        Self {
+            program,
+            project: name.to_owned(),
+            http_port,
+            admin_password,
+            root: root.to_owned(),
+            env_file,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.program[0]);
+        command
+            .args(&self.program[1..])
+            .arg("--project-name")
+            .arg(&self.project)
+            .arg("--env-file")
+            .arg(self.env_file.path())
+            .args(args)
+            .current_dir(&self.root);
+        command
+    }
+
+    /// Runs `docker compose ARGS`, panicking with its stderr on failure.
+    pub fn run(&self, args: &[&str]) {
+        output(&mut self.command(args));
+    }
+
+    /// Container ids of `service` (running or not).
+    pub fn containers(&self, service: &str) -> Vec<String> {
+        let listing = stdout(Command::new("docker").args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+        ]));
+        listing.lines().map(str::to_owned).collect()
+    }
+
+    /// Every container of the project with its health ("healthy",
+    /// "starting", "unhealthy", or its state when it has no healthcheck).
+    pub fn health(&self) -> Vec<(String, String)> {
+        let ids = stdout(Command::new("docker").args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+        ]));
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut inspect = Command::new("docker");
+        inspect.args([
+            "inspect",
+            "--format",
+            "{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}",
+        ]);
+        inspect.args(ids.lines());
+        stdout(&mut inspect)
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(name, health)| (name.trim_start_matches('/').to_owned(), health.to_owned()))
+            .collect()
+    }
+
+    /// Waits until `expected` containers exist and every one is healthy
+    /// (what `docker compose up --wait` does on v2).
+    pub async fn wait_healthy(&self, expected: usize, deadline: Duration) {
+        wait::until("every container healthy", deadline, || async {
+            let health = self.health();
+            if health.len() == expected && health.iter().all(|(_, h)| h == "healthy") {
+                Ok(())
+            } else {
+                Err(health)
+            }
+        })
+        .await;
+    }
+
+    /// `redis-cli` inside the first container of `service`, authenticated
+    /// with that container's own password variable.
+    pub fn redis_cli(&self, service: &str, args: &[&str]) -> String {
+        let id = self
+            .containers(service)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no container for {service}"));
+        let (password, port) = if service.starts_with("sentinel") {
+            ("SENTINEL_PASSWORD", "SENTINEL_PORT")
+        } else {
+            ("REDIS_PASSWORD", "REDIS_PORT")
+        };
+        let script =
+            format!("REDISCLI_AUTH=${password} exec redis-cli --no-auth-warning -p ${port} \"$@\"");
+        stdout(
+            Command::new("docker")
+                .args(["exec", &id, "sh", "-c", &script, "redis-cli"])
+                .args(args),
+        )
+    }
+
+    /// The master the Sentinel of `sentinel` names, as `host:port`.
+    pub fn master_seen_by(&self, sentinel: &str) -> String {
+        self.redis_cli(
+            sentinel,
+            &["sentinel", "get-master-addr-by-name", "evergreen"],
+        )
+        .lines()
+        .collect::<Vec<_>>()
+        .join(":")
+    }
+
+    /// nginx's JSON access log lines (it logs to stdout).
+    pub fn nginx_access_log(&self) -> Vec<serde_json::Value> {
+        let Some(id) = self.containers("nginx").into_iter().next() else {
+            return Vec::new();
+        };
+        let logs = output(Command::new("docker").args(["logs", &id]));
+        String::from_utf8_lossy(&logs.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        if std::env::var_os("EVERGREEN_DOCKER_KEEP").is_some() {
+            eprintln!(
+                "EVERGREEN_DOCKER_KEEP set: project {} left running",
+                self.project
+            );
+            return;
+        }
+        let _ = self
+            .command(&["down", "--volumes", "--remove-orphans", "--timeout", "10"])
+            .output();
+    }
+}
