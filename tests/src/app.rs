@@ -10,7 +10,6 @@ use evergreen_api::startup::{AppState, Application};
 
 use crate::client::{Api, Session};
 use crate::redis_ha::{RedisHa, RedisHaOptions};
-use crate::wait;
 
 pub const ADMIN_EMAIL: &str = "admin@evergreen.test";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
@@ -93,20 +92,9 @@ impl TestStack {
             state: application.state(),
         };
         tokio::spawn(application.run_until_stopped());
-        let api = Api::new(&app.base_url);
-        wait::until(
-            "the API to report ready",
-            Duration::from_secs(15),
-            || async {
-                let response = api
-                    .raw(reqwest::Method::GET, "/health/ready")
-                    .send()
-                    .await
-                    .ok()?;
-                response.status().is_success().then_some(())
-            },
-        )
-        .await;
+        Api::new(&app.base_url)
+            .wait_until_ready(Duration::from_secs(15))
+            .await;
         self.apps.push(app);
         self.apps.last().expect("just pushed")
     }

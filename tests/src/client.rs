@@ -193,6 +193,15 @@ impl Api {
     }
 
     // --- helpers built on the endpoints ---
+    /// Polls `/health/ready` until it answers 2xx, or panics after `deadline`.
+    pub async fn wait_until_ready(&self, deadline: std::time::Duration) {
+        crate::wait::until("the API to report ready", deadline, || async {
+            let response = self.raw(Method::GET, "/health/ready").send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+    }
+
     pub async fn login_ok(&self, email: &str, password: &str) -> Session {
         let body = expect(self.login(email, password).await, StatusCode::OK).await;
         let access_token = body["access_token"]

@@ -6,11 +6,13 @@
 //! - [`gateway`]: nginx, a DNS server and API replicas as real processes.
 //! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
 //! - [`client`]: one method per endpoint, plus assertion helpers.
+//! - [`measure`]: the figures failure tests print (write-unavailability window).
 //! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
 
 pub mod app;
 pub mod client;
 pub mod compose;
 pub mod gateway;
+pub mod measure;
 pub mod redis_ha;
 pub mod wait;

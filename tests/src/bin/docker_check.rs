@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use evergreen_tests::client::{Api, Session, expect};
 use evergreen_tests::compose::{ADMIN_EMAIL, ComposeProject};
+use evergreen_tests::measure::longest_gap_without_success;
 use evergreen_tests::wait;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -48,10 +49,7 @@ async fn main() {
 
     step("docker compose up -d");
     let up = Instant::now();
-    stack.run(&["up", "-d"]);
-    stack
-        .wait_healthy(DEFAULT_CONTAINERS, STARTUP_DEADLINE)
-        .await;
+    up_until_healthy(&stack).await;
     println!(
         "all {DEFAULT_CONTAINERS} containers healthy {:.1} s after `up`",
         up.elapsed().as_secs_f64()
@@ -68,10 +66,7 @@ async fn main() {
     step("docker compose down, then up again (volumes kept)");
     let restart = Instant::now();
     stack.run(&["down", "--timeout", "30"]);
-    stack.run(&["up", "-d"]);
-    stack
-        .wait_healthy(DEFAULT_CONTAINERS, STARTUP_DEADLINE)
-        .await;
+    up_until_healthy(&stack).await;
     println!(
         "down + up: healthy again after {:.1} s",
         restart.elapsed().as_secs_f64()
@@ -82,6 +77,14 @@ async fn main() {
         "\nDocker check passed in {:.0} s (project {name})",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `up -d`, then what `up --wait` does on Compose v2 (v1 lacks it).
+async fn up_until_healthy(stack: &ComposeProject) {
+    stack.run(&["up", "-d"]);
+    stack
+        .wait_healthy(DEFAULT_CONTAINERS, STARTUP_DEADLINE)
+        .await;
 }
 
 /// Sign in as the bootstrap admin, create a product, register a customer and
@@ -340,7 +343,14 @@ async fn failover(
          purchases acknowledged {}, failed attempts {failed_writes} (retried); \
          failed reads {} of {}; slowest request {:.2} s",
         (promoted_at - fault).as_secs_f64(),
-        longest_gap_without_success(&writes, fault).as_secs_f64(),
+        longest_gap_without_success(
+            writes
+                .iter()
+                .filter(|w| w.status == Some(StatusCode::CREATED))
+                .map(|w| w.finished),
+            fault
+        )
+        .as_secs_f64(),
         demoted.as_secs_f64(),
         acknowledged.len(),
         failed_reads.len(),
@@ -364,24 +374,6 @@ async fn failover(
         "too little traffic to prove anything"
     );
     acknowledged
-}
-
-/// The write-unavailability window: the longest stretch after the fault
-/// without a successful purchase completing.
-fn longest_gap_without_success(writes: &[Attempt], fault: Duration) -> Duration {
-    let mut ends: Vec<Duration> = writes
-        .iter()
-        .filter(|w| w.status == Some(StatusCode::CREATED) && w.finished >= fault)
-        .map(|w| w.finished)
-        .collect();
-    ends.sort();
-    let mut previous = fault;
-    let mut longest = Duration::ZERO;
-    for end in ends {
-        longest = longest.max(end - previous);
-        previous = end;
-    }
-    longest
 }
 
 /// After `down` + `up`: the users sign in, the product and every

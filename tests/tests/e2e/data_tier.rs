@@ -92,15 +92,7 @@ async fn the_whole_data_tier_stopped_and_started_again_keeps_every_user_product_
     );
     let restarted = Instant::now();
     stack.redis.start_all().await;
-    wait::until("the API to be ready again", DEADLINE, || async {
-        let response = api
-            .raw(reqwest::Method::GET, "/health/ready")
-            .send()
-            .await
-            .ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
+    api.wait_until_ready(DEADLINE).await;
     println!(
         "data tier down: readiness answered 503 in {:.3} s; ready again {:.2} s after the restart began",
         waited.as_secs_f64(),

@@ -14,6 +14,7 @@ use evergreen_api::redis::Keys;
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, TestStack};
 use evergreen_tests::client::{Api, Session};
 use evergreen_tests::gateway::Gateway;
+use evergreen_tests::measure::longest_gap_without_success;
 use evergreen_tests::redis_ha::RedisHa;
 use evergreen_tests::wait;
 use futures_util::future::join_all;
@@ -207,25 +208,15 @@ impl Report {
         all.len() - acknowledged.len()
     }
 
-    /// The write-unavailability window: the longest stretch after the fault
-    /// without a successful purchase completing (from the fault itself to the
-    /// first success, or between two successes).
+    /// The write-unavailability window (see [`longest_gap_without_success`]).
     fn write_gap(&self, fault: Duration) -> Duration {
-        let mut ends: Vec<Duration> = self
-            .writes
-            .iter()
-            .filter(|w| w.status == Some(StatusCode::CREATED))
-            .map(|w| w.started + w.took)
-            .filter(|end| *end >= fault)
-            .collect();
-        ends.sort();
-        let mut previous = fault;
-        let mut longest = Duration::ZERO;
-        for end in ends {
-            longest = longest.max(end - previous);
-            previous = end;
-        }
-        longest
+        longest_gap_without_success(
+            self.writes
+                .iter()
+                .filter(|w| w.status == Some(StatusCode::CREATED))
+                .map(|w| w.started + w.took),
+            fault,
+        )
     }
 
     fn failures_by_status(&self) -> std::collections::BTreeMap<String, usize> {
