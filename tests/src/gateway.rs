@@ -181,6 +181,8 @@ impl Drop for ApiProcess {
 #[derive(Debug)]
 pub struct Nginx {
     pub port: u16,
+    /// `stub_status`, for the nginx exporter.
+    pub status_port: u16,
     access_log: PathBuf,
     child: Child,
 }
@@ -188,8 +190,10 @@ pub struct Nginx {
 impl Nginx {
     fn start(dir: &Path, dns_port: u16, api_port: u16) -> Self {
         let port = wait::free_port();
+        let status_port = wait::free_port();
         let vars = HashMap::from([
             ("NGINX_PORT", port.to_string()),
+            ("NGINX_STATUS_PORT", status_port.to_string()),
             ("NGINX_RESOLVER", format!("127.0.0.1:{dns_port}")),
             ("API_HOST", API_HOST.to_owned()),
             ("API_PORT", api_port.to_string()),
@@ -228,6 +232,7 @@ impl Nginx {
             .expect("nginx starts (Debian package nginx)");
         Self {
             port,
+            status_port,
             access_log,
             child,
         }
@@ -283,6 +288,9 @@ pub struct Gateway {
     pub dns: Dns,
     pub nginx: Nginx,
     pub api_port: u16,
+    /// Every replica serves /metrics on this port of its own address (as
+    /// containers all use 9100).
+    pub metrics_port: u16,
     key_prefix: String,
     subnet: [u8; 2],
     dir: tempfile::TempDir,
@@ -303,6 +311,7 @@ impl Gateway {
         // A loopback /24 of its own, so parallel tests never share an address.
         let subnet = [10 + id.as_bytes()[0] % 240, id.as_bytes()[1]];
         let api_port = wait::free_port();
+        let metrics_port = wait::free_port();
         let dns = Dns::start(dir.path());
         let nginx = Nginx::start(dir.path(), dns.port, api_port);
         let mut gateway = Self {
@@ -311,6 +320,7 @@ impl Gateway {
             dns,
             nginx,
             api_port,
+            metrics_port,
             key_prefix: format!("evergreen-test:{}:", id.simple()),
             subnet,
             dir,
@@ -340,7 +350,10 @@ impl Gateway {
         let env = vec![
             ("EVERGREEN_SERVER__HOST", ip.to_string()),
             ("EVERGREEN_SERVER__PORT", self.api_port.to_string()),
-            ("EVERGREEN_SERVER__METRICS_PORT", "0".to_owned()),
+            (
+                "EVERGREEN_SERVER__METRICS_PORT",
+                self.metrics_port.to_string(),
+            ),
             ("EVERGREEN_SERVER__WORKERS", "2".to_owned()),
             (
                 "EVERGREEN_REDIS__SENTINELS",
@@ -385,6 +398,14 @@ impl Gateway {
     fn publish(&self) {
         let addresses: Vec<Ipv4Addr> = self.replicas.iter().map(|r| r.ip).collect();
         self.dns.set(&addresses);
+    }
+
+    /// `ip:port` of every replica's metrics endpoint.
+    pub fn metrics_targets(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .map(|r| format!("{}:{}", r.ip, self.metrics_port))
+            .collect()
     }
 
     pub fn upstream(&self, index: usize) -> String {

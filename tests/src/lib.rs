@@ -6,6 +6,7 @@
 //! - [`gateway`]: nginx, a DNS server and API replicas as real processes.
 //! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
 //! - [`client`]: one method per endpoint, plus assertion helpers.
+//! - [`monitoring`]: Prometheus, Alertmanager and the exporters from the shipped `prometheus/` files.
 //! - [`measure`]: the figures failure tests print (write-unavailability window).
 //! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
 
@@ -14,5 +15,6 @@ pub mod client;
 pub mod compose;
 pub mod gateway;
 pub mod measure;
+pub mod monitoring;
 pub mod redis_ha;
 pub mod wait;

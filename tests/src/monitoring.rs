@@ -1,0 +1,440 @@
+//! The monitoring tier, natively, around a [`Gateway`]: Debian's
+//! `prometheus`, `prometheus-alertmanager`, `prometheus-redis-exporter` and
+//! `prometheus-nginx-exporter`, run from the shipped `prometheus/` files with
+//! only the targets rewritten to loopback addresses, plus a webhook listener
+//! standing in for the Alertmanager receiver.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::gateway::Gateway;
+use crate::wait;
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+    fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// Replaces `from` with `to` in `text`, panicking when `from` is absent: a
+/// shipped file that no longer has the expected shape must fail loudly, not
+/// silently run the tests against the wrong targets.
+fn replace_target(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the shipped file no longer contains {from:?}"
+    );
+    text.replace(from, to)
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+struct Daemon {
+    name: &'static str,
+    child: Child,
+}
+
+impl Daemon {
+    fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Self {
+        let log = fs::File::create(log).expect("log file");
+        let child = command
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} starts (Debian package): {e}"));
+        Self { name, child }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} ignored SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects the JSON bodies Alertmanager posts to its webhook receiver.
+#[derive(Debug, Clone, Default)]
+pub struct Webhook {
+    pub port: u16,
+    received: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Webhook {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("webhook listener");
+        let webhook = Self {
+            port: listener.local_addr().expect("address").port(),
+            received: Arc::default(),
+        };
+        let received = webhook.received.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let received = received.clone();
+                tokio::spawn(async move {
+                    if let Some(body) = read_http_body(&mut stream).await
+                        && let Ok(json) = serde_json::from_slice(&body)
+                    {
+                        received.lock().expect("lock").push(json);
+                    }
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        webhook
+    }
+
+    /// Every notification received so far.
+    pub fn notifications(&self) -> Vec<Value> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+/// The body of one HTTP/1.1 request with a Content-Length.
+async fn read_http_body(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = stream.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse().ok())?;
+        while buffer.len() < end + 4 + length {
+            let read = stream.read(&mut chunk).await.ok()?;
+            if read == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        return Some(buffer[end + 4..end + 4 + length].to_vec());
+    }
+}
+
+/// Prometheus, Alertmanager and the exporters, watching a [`Gateway`].
+#[derive(Debug)]
+pub struct Monitoring {
+    pub prometheus_port: u16,
+    pub alertmanager_port: u16,
+    pub webhook: Webhook,
+    http: reqwest::Client,
+    _daemons: Vec<Daemon>,
+    dir: tempfile::TempDir,
+}
+
+impl Monitoring {
+    pub async fn start(gateway: &Gateway) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("evergreen-monitoring-")
+            .tempdir()
+            .expect("temp dir");
+        let d = dir.path();
+        let webhook = Webhook::start().await;
+        let [
+            prometheus_port,
+            alertmanager_port,
+            redis_exporter_port,
+            nginx_exporter_port,
+        ] = [(); 4].map(|()| wait::free_port());
+        let mut daemons = Vec::new();
+
+        // One redis_exporter for data nodes and Sentinels, as in compose; the
+        // password file maps each target to its password.
+        let redis = &gateway.redis;
+        let data_targets: Vec<String> = redis
+            .data_ports()
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect();
+        let sentinel_targets: Vec<String> = redis
+            .sentinel_addrs()
+            .iter()
+            .map(|a| format!("redis://{a}"))
+            .collect();
+        let mut passwords: HashMap<&str, &str> = HashMap::new();
+        for target in &data_targets {
+            passwords.insert(target, redis.password());
+        }
+        for target in &sentinel_targets {
+            passwords.insert(target, redis.sentinel_password());
+        }
+        fs::write(
+            d.join("redis-passwords.json"),
+            serde_json::to_vec(&passwords).expect("json"),
+        )
+        .expect("password file");
+        daemons.push(Daemon::spawn(
+            "prometheus-redis-exporter",
+            Command::new("prometheus-redis-exporter")
+                .arg(format!(
+                    "--web.listen-address=127.0.0.1:{redis_exporter_port}"
+                ))
+                .arg(format!("--redis.addr={}", data_targets[0]))
+                // Below Prometheus's scrape timeout (5 s): a paused node must
+                // come back as redis_up 0, not as a failed scrape.
+                .arg("--connection-timeout=3s")
+                .arg(format!(
+                    "--redis.password-file={}",
+                    d.join("redis-passwords.json").display()
+                )),
+            &d.join("redis-exporter.log"),
+        ));
+        daemons.push(Daemon::spawn(
+            "prometheus-nginx-exporter",
+            Command::new("prometheus-nginx-exporter")
+                .arg(format!(
+                    "-web.listen-address=127.0.0.1:{nginx_exporter_port}"
+                ))
+                .arg(format!(
+                    "-nginx.scrape-uri=http://127.0.0.1:{}/stub_status",
+                    gateway.nginx.status_port
+                )),
+            &d.join("nginx-exporter.log"),
+        ));
+
+        let alertmanager = replace_target(
+            &repo_file("prometheus/alertmanager.yml"),
+            "http://alert-webhook:9095/alerts",
+            &format!("http://127.0.0.1:{}/alerts", webhook.port),
+        );
+        fs::write(d.join("alertmanager.yml"), alertmanager).expect("alertmanager.yml");
+        fs::create_dir_all(d.join("alertmanager-data")).expect("dir");
+        daemons.push(Daemon::spawn(
+            "prometheus-alertmanager",
+            Command::new("prometheus-alertmanager")
+                .arg(format!(
+                    "--config.file={}",
+                    d.join("alertmanager.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.path={}",
+                    d.join("alertmanager-data").display()
+                ))
+                .arg(format!(
+                    "--web.listen-address=127.0.0.1:{alertmanager_port}"
+                ))
+                // A single instance: no gossip port.
+                .arg("--cluster.listen-address="),
+            &d.join("alertmanager.log"),
+        ));
+
+        let mut config = repo_file("prometheus/prometheus.yml");
+        let api_targets = gateway.metrics_targets();
+        config = replace_target(
+            &config,
+            "    dns_sd_configs:\n      - names: [\"api\"]\n        type: A\n        port: 9100\n        refresh_interval: 10s\n",
+            &format!("    static_configs:\n      - targets: {api_targets:?}\n"),
+        );
+        let mut targets = vec![
+            (
+                "localhost:9090".to_owned(),
+                format!("127.0.0.1:{prometheus_port}"),
+            ),
+            (
+                "alertmanager:9093".to_owned(),
+                format!("127.0.0.1:{alertmanager_port}"),
+            ),
+            (
+                "redis-exporter:9121".to_owned(),
+                format!("127.0.0.1:{redis_exporter_port}"),
+            ),
+            (
+                "nginx-exporter:9113".to_owned(),
+                format!("127.0.0.1:{nginx_exporter_port}"),
+            ),
+        ];
+        for (name, target) in ["redis-master", "redis-replica-1", "redis-replica-2"]
+            .iter()
+            .zip(&data_targets)
+        {
+            targets.push((format!("redis://{name}:6379"), target.clone()));
+        }
+        for (name, target) in ["sentinel-1", "sentinel-2", "sentinel-3"]
+            .iter()
+            .zip(&sentinel_targets)
+        {
+            targets.push((format!("redis://{name}:26379"), target.clone()));
+        }
+        for (from, to) in &targets {
+            config = replace_target(&config, from, to);
+        }
+        fs::create_dir_all(d.join("rules")).expect("dir");
+        fs::write(
+            d.join("rules/evergreen.yml"),
+            repo_file("prometheus/rules/evergreen.yml"),
+        )
+        .expect("rules");
+        fs::write(d.join("prometheus.yml"), config).expect("prometheus.yml");
+        daemons.push(Daemon::spawn(
+            "prometheus",
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    d.join("prometheus.yml").display()
+                ))
+                .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}")),
+            &d.join("prometheus.log"),
+        ));
+
+        let monitoring = Self {
+            prometheus_port,
+            alertmanager_port,
+            webhook,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client"),
+            _daemons: daemons,
+            dir,
+        };
+        wait::until(
+            "Prometheus to be ready",
+            Duration::from_secs(30),
+            || async {
+                let url = format!("http://127.0.0.1:{prometheus_port}/-/ready");
+                let response = monitoring.http.get(url).send().await.ok()?;
+                response.status().is_success().then_some(())
+            },
+        )
+        .await;
+        monitoring
+    }
+
+    async fn get(&self, url: String) -> Result<Value, String> {
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        response.json().await.map_err(|e| e.to_string())
+    }
+
+    /// An instant PromQL query: the `data.result` vector.
+    pub async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={}",
+            self.prometheus_port,
+            urlencode(promql)
+        );
+        let body = self.get(url).await?;
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| format!("unexpected answer: {body}"))
+    }
+
+    /// Every active scrape target: (job, instance, health).
+    pub async fn targets(&self) -> Result<Vec<(String, String, String)>, String> {
+        let body = self
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/targets?state=active",
+                self.prometheus_port
+            ))
+            .await?;
+        Ok(body["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| {
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                (
+                    text(&t["labels"]["job"]),
+                    text(&t["labels"]["instance"]),
+                    text(&t["health"]),
+                )
+            })
+            .collect())
+    }
+
+    /// Alerts as Prometheus sees them: (alertname, state).
+    pub async fn alerts(&self) -> Result<Vec<(String, String)>, String> {
+        let body = self
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/alerts",
+                self.prometheus_port
+            ))
+            .await?;
+        Ok(body["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                (
+                    a["labels"]["alertname"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    a["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Alert names Alertmanager currently holds.
+    pub async fn alertmanager_alerts(&self) -> Result<Vec<String>, String> {
+        let body = self
+            .get(format!(
+                "http://127.0.0.1:{}/api/v2/alerts",
+                self.alertmanager_port
+            ))
+            .await?;
+        Ok(body
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Where the shipped configuration lives once rendered (for debugging).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
