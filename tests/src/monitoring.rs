@@ -4,7 +4,6 @@
 //! only the targets rewritten to loopback addresses, plus a webhook listener
 //! standing in for the Alertmanager receiver.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -165,12 +164,14 @@ impl Monitoring {
             prometheus_port,
             alertmanager_port,
             redis_exporter_port,
+            sentinel_exporter_port,
             nginx_exporter_port,
-        ] = [(); 4].map(|()| wait::free_port());
+        ] = [(); 5].map(|()| wait::free_port());
         let mut daemons = Vec::new();
 
-        // One redis_exporter for data nodes and Sentinels, as in compose; the
-        // password file maps each target to its password.
+        // Two redis_exporters, as in compose: the data nodes and the Sentinels
+        // have different passwords (taken from REDIS_PASSWORD, as the
+        // official image does).
         let redis = &gateway.redis;
         let data_targets: Vec<String> = redis
             .data_ports()
@@ -182,34 +183,32 @@ impl Monitoring {
             .iter()
             .map(|a| format!("redis://{a}"))
             .collect();
-        let mut passwords: HashMap<&str, &str> = HashMap::new();
-        for target in &data_targets {
-            passwords.insert(target, redis.password());
+        for (name, port, password, first) in [
+            (
+                "redis-exporter",
+                redis_exporter_port,
+                redis.password(),
+                &data_targets[0],
+            ),
+            (
+                "sentinel-exporter",
+                sentinel_exporter_port,
+                redis.sentinel_password(),
+                &sentinel_targets[0],
+            ),
+        ] {
+            daemons.push(Daemon::spawn(
+                "prometheus-redis-exporter",
+                Command::new("prometheus-redis-exporter")
+                    .env("REDIS_PASSWORD", password)
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .arg(format!("--redis.addr={first}"))
+                    // Below Prometheus's scrape timeout (5 s): a paused node
+                    // must come back as redis_up 0, not as a failed scrape.
+                    .arg("--connection-timeout=3s"),
+                &d.join(format!("{name}.log")),
+            ));
         }
-        for target in &sentinel_targets {
-            passwords.insert(target, redis.sentinel_password());
-        }
-        fs::write(
-            d.join("redis-passwords.json"),
-            serde_json::to_vec(&passwords).expect("json"),
-        )
-        .expect("password file");
-        daemons.push(Daemon::spawn(
-            "prometheus-redis-exporter",
-            Command::new("prometheus-redis-exporter")
-                .arg(format!(
-                    "--web.listen-address=127.0.0.1:{redis_exporter_port}"
-                ))
-                .arg(format!("--redis.addr={}", data_targets[0]))
-                // Below Prometheus's scrape timeout (5 s): a paused node must
-                // come back as redis_up 0, not as a failed scrape.
-                .arg("--connection-timeout=3s")
-                .arg(format!(
-                    "--redis.password-file={}",
-                    d.join("redis-passwords.json").display()
-                )),
-            &d.join("redis-exporter.log"),
-        ));
         daemons.push(Daemon::spawn(
             "prometheus-nginx-exporter",
             Command::new("prometheus-nginx-exporter")
@@ -270,6 +269,10 @@ impl Monitoring {
                 format!("127.0.0.1:{redis_exporter_port}"),
             ),
             (
+                "sentinel-exporter:9121".to_owned(),
+                format!("127.0.0.1:{sentinel_exporter_port}"),
+            ),
+            (
                 "nginx-exporter:9113".to_owned(),
                 format!("127.0.0.1:{nginx_exporter_port}"),
             ),
@@ -288,6 +291,21 @@ impl Monitoring {
         }
         for (from, to) in &targets {
             config = replace_target(&config, from, to);
+        }
+        // A target added to the shipped file must be added here too.
+        for line in config.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            assert!(
+                ![
+                    "exporter:",
+                    "alertmanager:",
+                    "redis://redis-",
+                    "sentinel-",
+                    "localhost:"
+                ]
+                .iter()
+                .any(|name| line.contains(name)),
+                "prometheus.yml has a target the test does not map: {line}"
+            );
         }
         fs::create_dir_all(d.join("rules")).expect("dir");
         fs::write(

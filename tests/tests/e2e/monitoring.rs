@@ -13,8 +13,8 @@ use evergreen_tests::wait;
 use reqwest::StatusCode;
 
 /// Scrape targets of the native stack: Prometheus, Alertmanager, 2 API
-/// replicas, 3 Redis nodes, 3 Sentinels, the Redis exporter, nginx.
-const TARGETS: usize = 12;
+/// replicas, 3 Redis nodes, 3 Sentinels, the 2 Redis exporters, nginx.
+const TARGETS: usize = 13;
 
 async fn start() -> (Gateway, Monitoring, Api) {
     let gateway = Gateway::start(2).await;
