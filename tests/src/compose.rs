@@ -19,6 +19,8 @@ pub struct ComposeProject {
     program: Vec<String>,
     pub project: String,
     pub http_port: u16,
+    pub prometheus_port: u16,
+    pub alertmanager_port: u16,
     pub admin_password: String,
     root: PathBuf,
     env_file: tempfile::NamedTempFile,
@@ -60,11 +62,12 @@ impl ComposeProject {
         } else {
             vec!["docker-compose".to_owned()]
         };
-        let http_port = wait::free_port();
+        let [http_port, prometheus_port, alertmanager_port] = [(); 3].map(|()| wait::free_port());
         let admin_password = secret();
         let env_file = tempfile::NamedTempFile::new().expect("env file");
         let env = format!(
-            "REDIS_PASSWORD={}\nSENTINEL_PASSWORD={}\nJWT_SECRET={}{}\nADMIN_PASSWORD={admin_password}\nHTTP_PORT={http_port}\n",
+            "REDIS_PASSWORD={}\nSENTINEL_PASSWORD={}\nJWT_SECRET={}{}\nADMIN_PASSWORD={admin_password}\n\
+             HTTP_PORT={http_port}\nPROMETHEUS_PORT={prometheus_port}\nALERTMANAGER_PORT={alertmanager_port}\n",
             secret(),
             secret(),
             secret(),
@@ -75,6 +78,8 @@ impl ComposeProject {
             program,
             project: name.to_owned(),
             http_port,
+            prometheus_port,
+            alertmanager_port,
             admin_password,
             root: root.to_owned(),
             env_file,
@@ -142,12 +147,15 @@ impl ComposeProject {
             .collect()
     }
 
-    /// Waits until `expected` containers exist and every one is healthy
-    /// (what `docker compose up --wait` does on v2).
+    /// Waits until `expected` containers exist and every one is healthy, or
+    /// running when it has no healthcheck (what `docker compose up --wait`
+    /// does on v2).
     pub async fn wait_healthy(&self, expected: usize, deadline: Duration) {
         wait::until("every container healthy", deadline, || async {
             let health = self.health();
-            if health.len() == expected && health.iter().all(|(_, h)| h == "healthy") {
+            if health.len() == expected
+                && health.iter().all(|(_, h)| h == "healthy" || h == "running")
+            {
                 Ok(())
             } else {
                 Err(health)
@@ -189,9 +197,10 @@ impl ComposeProject {
         .join(":")
     }
 
-    /// nginx's JSON access log lines (it logs to stdout).
-    pub fn nginx_access_log(&self) -> Vec<serde_json::Value> {
-        let Some(id) = self.containers("nginx").into_iter().next() else {
+    /// The JSON lines a service logged to stdout (nginx's access log, the
+    /// alert webhook's notifications).
+    pub fn json_log(&self, service: &str) -> Vec<serde_json::Value> {
+        let Some(id) = self.containers(service).into_iter().next() else {
             return Vec::new();
         };
         let logs = output(Command::new("docker").args(["logs", &id]));

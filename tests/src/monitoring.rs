@@ -144,12 +144,18 @@ async fn read_http_body(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
 /// Prometheus, Alertmanager and the exporters, watching a [`Gateway`].
 #[derive(Debug)]
 pub struct Monitoring {
-    pub prometheus_port: u16,
-    pub alertmanager_port: u16,
+    pub api: MonitoringApi,
     pub webhook: Webhook,
-    http: reqwest::Client,
     _daemons: Vec<Daemon>,
     dir: tempfile::TempDir,
+}
+
+/// The HTTP APIs of one Prometheus and one Alertmanager (native or compose).
+#[derive(Debug, Clone)]
+pub struct MonitoringApi {
+    prometheus: String,
+    alertmanager: String,
+    http: reqwest::Client,
 }
 
 impl Monitoring {
@@ -327,27 +333,44 @@ impl Monitoring {
         ));
 
         let monitoring = Self {
-            prometheus_port,
-            alertmanager_port,
+            api: MonitoringApi::new(
+                &format!("http://127.0.0.1:{prometheus_port}"),
+                &format!("http://127.0.0.1:{alertmanager_port}"),
+            ),
             webhook,
+            _daemons: daemons,
+            dir,
+        };
+        monitoring.api.wait_ready(Duration::from_secs(30)).await;
+        monitoring
+    }
+
+    /// Where the shipped configuration lives once rendered (for debugging).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+impl MonitoringApi {
+    pub fn new(prometheus: &str, alertmanager: &str) -> Self {
+        Self {
+            prometheus: prometheus.to_owned(),
+            alertmanager: alertmanager.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("client"),
-            _daemons: daemons,
-            dir,
-        };
-        wait::until(
-            "Prometheus to be ready",
-            Duration::from_secs(30),
-            || async {
-                let url = format!("http://127.0.0.1:{prometheus_port}/-/ready");
-                let response = monitoring.http.get(url).send().await.ok()?;
-                response.status().is_success().then_some(())
-            },
-        )
+        }
+    }
+
+    /// Waits until Prometheus answers `/-/ready`.
+    pub async fn wait_ready(&self, deadline: Duration) {
+        wait::until("Prometheus to be ready", deadline, || async {
+            let url = format!("{}/-/ready", self.prometheus);
+            let response = self.http.get(url).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
         .await;
-        monitoring
     }
 
     async fn get(&self, url: String) -> Result<Value, String> {
@@ -363,8 +386,8 @@ impl Monitoring {
     /// An instant PromQL query: the `data.result` vector.
     pub async fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
         let url = format!(
-            "http://127.0.0.1:{}/api/v1/query?query={}",
-            self.prometheus_port,
+            "{}/api/v1/query?query={}",
+            self.prometheus,
             urlencode(promql)
         );
         let body = self.get(url).await?;
@@ -377,10 +400,7 @@ impl Monitoring {
     /// Every active scrape target: (job, instance, health).
     pub async fn targets(&self) -> Result<Vec<(String, String, String)>, String> {
         let body = self
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/targets?state=active",
-                self.prometheus_port
-            ))
+            .get(format!("{}/api/v1/targets?state=active", self.prometheus))
             .await?;
         Ok(body["data"]["activeTargets"]
             .as_array()
@@ -401,10 +421,7 @@ impl Monitoring {
     /// Alerts as Prometheus sees them: (alertname, state).
     pub async fn alerts(&self) -> Result<Vec<(String, String)>, String> {
         let body = self
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/alerts",
-                self.prometheus_port
-            ))
+            .get(format!("{}/api/v1/alerts", self.prometheus))
             .await?;
         Ok(body["data"]["alerts"]
             .as_array()
@@ -426,10 +443,7 @@ impl Monitoring {
     /// Alert names Alertmanager currently holds.
     pub async fn alertmanager_alerts(&self) -> Result<Vec<String>, String> {
         let body = self
-            .get(format!(
-                "http://127.0.0.1:{}/api/v2/alerts",
-                self.alertmanager_port
-            ))
+            .get(format!("{}/api/v2/alerts", self.alertmanager))
             .await?;
         Ok(body
             .as_array()
@@ -438,11 +452,6 @@ impl Monitoring {
             .iter()
             .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
             .collect())
-    }
-
-    /// Where the shipped configuration lives once rendered (for debugging).
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
     }
 }
 

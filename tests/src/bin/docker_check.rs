@@ -24,12 +24,18 @@ use std::time::{Duration, Instant};
 use evergreen_tests::client::{Api, Session, expect};
 use evergreen_tests::compose::{ADMIN_EMAIL, ComposeProject};
 use evergreen_tests::measure::longest_gap_without_success;
+use evergreen_tests::monitoring::MonitoringApi;
 use evergreen_tests::wait;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Services of the default stack: 3 Redis, 3 Sentinels, 2 api, nginx.
-const DEFAULT_CONTAINERS: usize = 9;
+/// Containers of the default stack: 3 Redis, 3 Sentinels, 2 api, nginx, 2
+/// Redis exporters, the nginx exporter, Prometheus, Alertmanager, the alert
+/// webhook.
+const DEFAULT_CONTAINERS: usize = 15;
+/// Prometheus targets with 2 API replicas: itself, Alertmanager, 2 api,
+/// 3 Redis, 3 Sentinels, 2 exporters' own, nginx.
+const DEFAULT_TARGETS: usize = 13;
 const STARTUP_DEADLINE: Duration = Duration::from_secs(180);
 /// down-after 5 s + election + the old master's conversion (~10 s) + margin.
 const HEAL_DEADLINE: Duration = Duration::from_secs(60);
@@ -46,6 +52,10 @@ async fn main() {
     let name = format!("evergreen-check-{}", std::process::id());
     let stack = ComposeProject::new(&root, &name);
     let api = Api::new(&stack.base_url());
+    let monitoring = MonitoringApi::new(
+        &format!("http://127.0.0.1:{}", stack.prometheus_port),
+        &format!("http://127.0.0.1:{}", stack.alertmanager_port),
+    );
 
     step("docker compose up -d");
     let up = Instant::now();
@@ -55,13 +65,19 @@ async fn main() {
         up.elapsed().as_secs_f64()
     );
     let (admin, customer, product_id) = first_purchase(&api, &stack).await;
+    wait_for_targets_up(&monitoring, DEFAULT_TARGETS, 2).await;
+    println!(
+        "Prometheus (published on :{}) scrapes all {DEFAULT_TARGETS} targets {:.1} s after `up`",
+        stack.prometheus_port,
+        up.elapsed().as_secs_f64()
+    );
 
     step("docker compose up -d --scale api=4");
-    scale_to_four(&stack, &api).await;
+    scale_to_four(&stack, &api, &monitoring).await;
 
     step("docker compose pause redis-master, under purchases and reads");
     let buyers = vec![customer.clone(), api.new_customer().await];
-    let acknowledged = failover(&stack, &api, &buyers, &product_id).await;
+    let acknowledged = failover(&stack, &api, &monitoring, &buyers, &product_id).await;
 
     step("docker compose down, then up again (volumes kept)");
     let restart = Instant::now();
@@ -77,6 +93,29 @@ async fn main() {
         "\nDocker check passed in {:.0} s (project {name})",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Waits until Prometheus has `total` targets up, `api` of them API replicas.
+async fn wait_for_targets_up(monitoring: &MonitoringApi, total: usize, api: usize) {
+    wait::until(
+        "Prometheus to scrape every target",
+        STARTUP_DEADLINE,
+        || async {
+            let targets = monitoring.targets().await?;
+            let up: Vec<_> = targets.iter().filter(|(_, _, h)| h == "up").collect();
+            let api_up = up.iter().filter(|(job, _, _)| job == "api").count();
+            if up.len() == total && targets.len() == total && api_up == api {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} up ({api_up} api): {targets:?}",
+                    up.len(),
+                    targets.len()
+                ))
+            }
+        },
+    )
+    .await;
 }
 
 /// `up -d`, then what `up --wait` does on Compose v2 (v1 lacks it).
@@ -131,7 +170,7 @@ async fn first_purchase(api: &Api, stack: &ComposeProject) -> (Session, Session,
 /// Distinct API replicas (`ip:port`) in nginx's access log.
 fn upstreams_seen(stack: &ComposeProject) -> BTreeSet<String> {
     stack
-        .nginx_access_log()
+        .json_log("nginx")
         .iter()
         .filter_map(|line| line["upstream_addr"].as_str().map(str::to_owned))
         .flat_map(|addrs| {
@@ -144,7 +183,7 @@ fn upstreams_seen(stack: &ComposeProject) -> BTreeSet<String> {
         .collect()
 }
 
-async fn scale_to_four(stack: &ComposeProject, api: &Api) {
+async fn scale_to_four(stack: &ComposeProject, api: &Api, monitoring: &MonitoringApi) {
     let scaled = Instant::now();
     stack.run(&["up", "-d", "--scale", "api=4"]);
     stack
@@ -169,9 +208,13 @@ async fn scale_to_four(stack: &ComposeProject, api: &Api) {
     )
     .await;
     assert_eq!(stack.containers("api").len(), 4);
+    let serving = scaled.elapsed();
+    wait_for_targets_up(monitoring, DEFAULT_TARGETS + 2, 4).await;
     println!(
-        "scaled to 4: new replicas healthy {:.1} s after `up --scale` began, all 4 serving through nginx after {:.1} s: {seen:?}",
+        "scaled to 4: new replicas healthy {:.1} s after `up --scale` began, all 4 serving through nginx after {:.1} s \
+         ({seen:?}), all 4 scraped by Prometheus after {:.1} s",
         healthy.as_secs_f64(),
+        serving.as_secs_f64(),
         scaled.elapsed().as_secs_f64()
     );
 }
@@ -189,6 +232,7 @@ struct Attempt {
 async fn failover(
     stack: &ComposeProject,
     api: &Api,
+    monitoring: &MonitoringApi,
     buyers: &[Session],
     product_id: &str,
 ) -> Vec<String> {
@@ -285,6 +329,39 @@ async fn failover(
         || async { succeeded_after(promoted_at) },
     )
     .await;
+    // Keep it paused until the alert has gone all the way to the receiver.
+    let alert_deadline = Duration::from_secs(90);
+    wait::until(
+        "RedisDown to fire in Prometheus",
+        alert_deadline,
+        || async {
+            let alerts = monitoring.alerts().await?;
+            alerts
+                .iter()
+                .any(|(name, state)| name == "RedisDown" && state == "firing")
+                .then_some(())
+                .ok_or(format!("{alerts:?}"))
+        },
+    )
+    .await;
+    let alert_fired = origin.elapsed() - fault;
+    wait::until(
+        "the alert webhook to log RedisDown",
+        alert_deadline,
+        || async {
+            stack
+                .json_log("alert-webhook")
+                .iter()
+                .any(|line| {
+                    line["notification"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("RedisDown"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let alert_delivered = origin.elapsed() - fault;
     stack.run(&["unpause", "redis-master"]);
     let resumed = Instant::now();
     wait::until(
@@ -339,7 +416,8 @@ async fn failover(
         .unwrap_or_default();
     println!(
         "master {old_master} paused: Sentinel promoted {new_master} after {:.1} s; \
-         write-unavailability window {:.1} s; old master a replica {:.1} s after unpause; \
+         write-unavailability window {:.1} s; RedisDown firing after {:.1} s, delivered to the \
+         webhook after {:.1} s; old master a replica {:.1} s after unpause; \
          purchases acknowledged {}, failed attempts {failed_writes} (retried); \
          failed reads {} of {}; slowest request {:.2} s",
         (promoted_at - fault).as_secs_f64(),
@@ -351,6 +429,8 @@ async fn failover(
             fault
         )
         .as_secs_f64(),
+        alert_fired.as_secs_f64(),
+        alert_delivered.as_secs_f64(),
         demoted.as_secs_f64(),
         acknowledged.len(),
         failed_reads.len(),

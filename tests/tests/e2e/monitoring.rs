@@ -29,7 +29,7 @@ async fn wait_until_every_target_is_up(monitoring: &Monitoring) -> Duration {
         "every scrape target up",
         Duration::from_secs(60),
         || async {
-            let targets = monitoring.targets().await?;
+            let targets = monitoring.api.targets().await?;
             let down: Vec<_> = targets.iter().filter(|(_, _, h)| h != "up").collect();
             if targets.len() == TARGETS && down.is_empty() {
                 Ok(())
@@ -91,6 +91,7 @@ async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_use_exists() {
             let mut missing = Vec::new();
             for name in &used {
                 if monitoring
+                    .api
                     .query(&format!("count({name})"))
                     .await?
                     .is_empty()
@@ -131,10 +132,11 @@ async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_use_exists() {
             r#"nginx_http_requests_total{job="nginx"}"#,
         ),
     ] {
-        let result = monitoring.query(query).await.expect("query");
+        let result = monitoring.api.query(query).await.expect("query");
         assert!(!result.is_empty(), "no series for {what}: {query}");
     }
     let api_replicas = monitoring
+        .api
         .query(r#"evergreen_redis_master{job="api"} == 1"#)
         .await
         .expect("query");
@@ -163,7 +165,7 @@ async fn a_paused_master_fires_redis_down_through_alertmanager_to_the_webhook() 
         "RedisDown to fire in Prometheus",
         Duration::from_secs(90),
         || async {
-            let alerts = monitoring.alerts().await?;
+            let alerts = monitoring.api.alerts().await?;
             alerts
                 .iter()
                 .any(|(name, state)| name == "RedisDown" && state == "firing")
@@ -193,6 +195,7 @@ async fn a_paused_master_fires_redis_down_through_alertmanager_to_the_webhook() 
     .await;
     let notified = paused.elapsed();
     let held = monitoring
+        .api
         .alertmanager_alerts()
         .await
         .expect("alertmanager");
