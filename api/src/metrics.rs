@@ -49,6 +49,11 @@ pub struct Metrics {
 
 const NAMESPACE: &str = "evergreen";
 
+/// `reason` label values of `evergreen_logins_failed_total`.
+pub const LOGIN_FAILURE_REASONS: [&str; 3] = ["credentials", "locked", "disabled"];
+/// `kind` label values of `evergreen_redis_errors_total`.
+const REDIS_ERROR_KINDS: [&str; 3] = ["unavailable", "unconfirmed", "unexpected"];
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -108,6 +113,14 @@ impl Metrics {
             &["address"],
         )
         .expect("valid metric");
+        // Every known label value starts at 0, so the series exist before the
+        // first failure: rates and dashboards read 0 instead of "no data".
+        for reason in LOGIN_FAILURE_REASONS {
+            logins_failed.with_label_values(&[reason]);
+        }
+        for kind in REDIS_ERROR_KINDS {
+            redis_errors.with_label_values(&[kind]);
+        }
         for metric in [
             Box::new(logins_failed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(redis_duration.clone()),

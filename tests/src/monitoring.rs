@@ -4,6 +4,7 @@
 //! only the targets rewritten to loopback addresses, plus a webhook listener
 //! standing in for the Alertmanager receiver.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -455,6 +456,34 @@ impl MonitoringApi {
     }
 }
 
+/// Metric names a PromQL text reads: every identifier right before a label
+/// matcher `{` or a range `[`. Recording-rule names (they contain `:`) are
+/// skipped; so are Go templates (`{{ ... }}`) of annotations and legends.
+pub fn metric_names(promql: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in promql.lines().filter(|line| !line.contains("{{")) {
+        for (at, _) in line.match_indices(['{', '[']) {
+            let name: String = line[..at]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if !name.is_empty() && !name.contains(':') {
+                names.insert(name);
+            }
+        }
+    }
+    names
+}
+
+/// The text of a file of the repository (`prometheus/...`, `grafana/...`).
+pub fn shipped_file(path: &str) -> String {
+    repo_file(path)
+}
+
 fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -464,4 +493,23 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_names;
+
+    #[test]
+    fn metric_names_are_found_before_matchers_and_ranges_only() {
+        let names = metric_names(
+            "histogram_quantile(0.99, sum by (le) (rate(a_bucket[5m])))\n\
+             b{job=\"x\"} / job:recorded:rate5m{job=\"x\"} and absent(c{d=\"e\"})\n\
+             summary: \"{{ $labels.instance }} f{g}\"",
+        );
+        let expected: Vec<&str> = vec!["a_bucket", "b", "c"];
+        assert_eq!(
+            names.iter().map(String::as_str).collect::<Vec<_>>(),
+            expected
+        );
+    }
 }

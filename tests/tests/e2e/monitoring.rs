@@ -3,14 +3,14 @@
 //! tier is scraped, every metric the rules use exists, and a paused master
 //! fires `RedisDown` all the way to the webhook.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use evergreen_tests::client::Api;
 use evergreen_tests::gateway::Gateway;
-use evergreen_tests::monitoring::Monitoring;
+use evergreen_tests::monitoring::{Monitoring, metric_names, shipped_file};
 use evergreen_tests::wait;
 use reqwest::StatusCode;
+use serde_json::Value;
 
 /// Scrape targets of the native stack: Prometheus, Alertmanager, 2 API
 /// replicas, 3 Redis nodes, 3 Sentinels, the 2 Redis exporters, nginx.
@@ -42,35 +42,32 @@ async fn wait_until_every_target_is_up(monitoring: &Monitoring) -> Duration {
     started.elapsed()
 }
 
-/// Metric names in the shipped rules: every identifier right before a label
-/// matcher `{` or a range `[` (recording-rule names contain `:` and are
-/// skipped, as are annotation templates).
-fn metric_names_used_by_rules() -> BTreeSet<String> {
-    let rules = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prometheus/rules/evergreen.yml"),
-    )
-    .expect("rules");
-    let mut names = BTreeSet::new();
-    for line in rules.lines().filter(|line| !line.contains("{{")) {
-        for (at, _) in line.match_indices(['{', '[']) {
-            let name: String = line[..at]
-                .chars()
-                .rev()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            if !name.is_empty() && !name.contains(':') {
-                names.insert(name);
-            }
-        }
-    }
-    names
+/// Where the provisioned Grafana data source and dashboards live.
+const DATASOURCE_UID: &str = "evergreen-prometheus";
+const DASHBOARDS: [&str; 3] = ["api", "redis-ha", "nginx"];
+
+fn dashboard(name: &str) -> Value {
+    let text = shipped_file(&format!("grafana/dashboards/{name}.json"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json is not JSON: {e}"))
+}
+
+/// Every PromQL expression of every shipped dashboard.
+fn dashboard_exprs() -> Vec<String> {
+    DASHBOARDS
+        .iter()
+        .flat_map(|name| {
+            dashboard(name)["panels"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_use_exists() {
+async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_and_dashboards_use_exists() {
     let (_gateway, monitoring, api) = start().await;
 
     // Traffic so that request, purchase and nginx counters have samples.
@@ -79,13 +76,17 @@ async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_use_exists() {
     }
     let up_after = wait_until_every_target_is_up(&monitoring).await;
 
-    let used = metric_names_used_by_rules();
+    let mut used = metric_names(&shipped_file("prometheus/rules/evergreen.yml"));
+    let from_rules = used.len();
+    for expr in dashboard_exprs() {
+        used.extend(metric_names(&expr));
+    }
     assert!(
-        used.len() >= 10,
-        "the rules parser found too little: {used:?}"
+        from_rules >= 12 && used.len() > from_rules,
+        "the parser found too little: {used:?}"
     );
     let missing = wait::until(
-        "every metric the alert rules use to have a series",
+        "every metric the alert rules and dashboards use to have a series",
         Duration::from_secs(30),
         || async {
             let mut missing = Vec::new();
@@ -146,7 +147,7 @@ async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_use_exists() {
         "both API replicas report their master"
     );
     println!(
-        "all {TARGETS} targets up {:.1} s after Prometheus was ready; the {} metric names the rules use all have series: {used:?}",
+        "all {TARGETS} targets up {:.1} s after Prometheus was ready; the {} metric names the alert rules and dashboards use all have series: {used:?}",
         up_after.as_secs_f64(),
         used.len()
     );
@@ -213,5 +214,69 @@ async fn a_paused_master_fires_redis_down_through_alertmanager_to_the_webhook() 
     assert!(
         fired >= Duration::from_secs(30),
         "RedisDown fired before its for: {fired:?}"
+    );
+}
+
+#[test]
+fn grafana_provisioning_and_dashboards_hold_together() {
+    let datasource = shipped_file("grafana/provisioning/datasources/prometheus.yml");
+    assert!(
+        datasource.contains(&format!("uid: {DATASOURCE_UID}")),
+        "{datasource}"
+    );
+    assert!(
+        datasource.contains("url: http://prometheus:9090"),
+        "{datasource}"
+    );
+    let provider = shipped_file("grafana/provisioning/dashboards/evergreen.yml");
+    let compose = shipped_file("docker-compose.yml");
+    assert!(
+        provider.contains("path: /var/lib/grafana/dashboards")
+            && compose.contains("./grafana/dashboards:/var/lib/grafana/dashboards:ro"),
+        "the provider must read the folder compose mounts"
+    );
+
+    let mut uids = std::collections::BTreeSet::new();
+    let mut panels_seen = 0;
+    for name in DASHBOARDS {
+        let board = dashboard(name);
+        let uid = board["uid"].as_str().expect("a fixed uid");
+        assert!(uids.insert(uid.to_owned()), "uid {uid} used twice");
+        assert!(board["title"].as_str().is_some_and(|t| !t.is_empty()));
+        let panels = board["panels"].as_array().expect("panels");
+        assert!(!panels.is_empty(), "{name} has no panel");
+        let mut ids = std::collections::BTreeSet::new();
+        for panel in panels {
+            let title = panel["title"].as_str().unwrap_or_default();
+            assert!(
+                ids.insert(panel["id"].as_i64().expect("panel id")),
+                "{name}: duplicate panel id"
+            );
+            assert_eq!(panel["datasource"]["uid"], DATASOURCE_UID, "{name}/{title}");
+            for field in ["x", "y", "w", "h"] {
+                assert!(
+                    panel["gridPos"][field].is_u64(),
+                    "{name}/{title}: gridPos.{field}"
+                );
+            }
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{name}/{title} queries nothing");
+            for target in targets {
+                assert_eq!(
+                    target["datasource"]["uid"], DATASOURCE_UID,
+                    "{name}/{title}"
+                );
+                let expr = target["expr"].as_str().unwrap_or_default();
+                assert!(
+                    !metric_names(expr).is_empty(),
+                    "{name}/{title}: no metric in {expr:?}"
+                );
+            }
+            panels_seen += 1;
+        }
+    }
+    println!(
+        "{} dashboards, {panels_seen} panels, all on data source {DATASOURCE_UID}",
+        DASHBOARDS.len()
     );
 }
