@@ -364,14 +364,15 @@ impl MonitoringApi {
         }
     }
 
-    /// Waits until Prometheus answers `/-/ready`.
+    /// Waits until Prometheus and Alertmanager answer `/-/ready`.
     pub async fn wait_ready(&self, deadline: Duration) {
-        wait::until("Prometheus to be ready", deadline, || async {
-            let url = format!("{}/-/ready", self.prometheus);
-            let response = self.http.get(url).send().await.ok()?;
-            response.status().is_success().then_some(())
-        })
-        .await;
+        for base in [&self.prometheus, &self.alertmanager] {
+            wait::until(&format!("{base} to be ready"), deadline, || async {
+                let response = self.http.get(format!("{base}/-/ready")).send().await.ok()?;
+                response.status().is_success().then_some(())
+            })
+            .await;
+        }
     }
 
     async fn get(&self, url: String) -> Result<Value, String> {
@@ -438,6 +439,32 @@ impl MonitoringApi {
                     a["state"].as_str().unwrap_or_default().to_owned(),
                 )
             })
+            .collect())
+    }
+
+    pub fn alertmanager_url(&self) -> &str {
+        &self.alertmanager
+    }
+
+    /// Names of the alerts Alertmanager holds back because another inhibits them.
+    pub async fn inhibited_alerts(&self) -> Result<Vec<String>, String> {
+        let body = self
+            .get(format!(
+                "{}/api/v2/alerts?inhibited=true&active=false&silenced=false",
+                self.alertmanager
+            ))
+            .await?;
+        Ok(body
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| {
+                a["status"]["inhibitedBy"]
+                    .as_array()
+                    .is_some_and(|by| !by.is_empty())
+            })
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
             .collect())
     }
 

@@ -3,6 +3,7 @@
 //! tier is scraped, every metric the rules use exists, and a paused master
 //! fires `RedisDown` all the way to the webhook.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use evergreen_tests::client::Api;
@@ -279,4 +280,79 @@ fn grafana_provisioning_and_dashboards_hold_together() {
         "{} dashboards, {panels_seen} panels, all on data source {DATASOURCE_UID}",
         DASHBOARDS.len()
     );
+}
+
+/// Posts alerts (name, severity as in the rules) to Alertmanager's API as
+/// Prometheus would.
+async fn post_alerts(monitoring: &Monitoring, alerts: &[(&str, &str)]) {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(name, severity)| {
+            serde_json::json!({
+                "labels": {"alertname": name, "severity": severity, "stack": "evergreen",
+                           "instance": "redis-replica-1:6379", "job": "redis"},
+                "annotations": {"summary": format!("{name} (test)")},
+            })
+        })
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v2/alerts",
+            monitoring.api.alertmanager_url()
+        ))
+        .json(&alerts)
+        .send()
+        .await
+        .expect("alertmanager answers");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_inhibits_replication_alerts_and_only_it_reaches_the_webhook() {
+    let (_gateway, monitoring, _api) = start().await;
+
+    // Act: a dead node raises both alerts at once.
+    post_alerts(
+        &monitoring,
+        &[
+            ("RedisDown", "critical"),
+            ("RedisReplicationBroken", "warning"),
+        ],
+    )
+    .await;
+
+    let notified = wait::until(
+        "the webhook to be called",
+        Duration::from_secs(30),
+        || async {
+            let names: BTreeSet<String> = monitoring
+                .webhook
+                .notifications()
+                .iter()
+                .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+                .collect();
+            (!names.is_empty()).then_some(names)
+        },
+    )
+    .await;
+    // The warning's group waits 10 s (group_wait): past it, it would have
+    // been sent had it not been inhibited.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let notified: BTreeSet<String> = monitoring
+        .webhook
+        .notifications()
+        .iter()
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+        .chain(notified)
+        .collect();
+    let inhibited = monitoring
+        .api
+        .inhibited_alerts()
+        .await
+        .expect("alertmanager");
+    println!("webhook received {notified:?}; inhibited: {inhibited:?}");
+    assert_eq!(notified, BTreeSet::from(["RedisDown".to_owned()]));
+    assert_eq!(inhibited, vec!["RedisReplicationBroken".to_owned()]);
 }
