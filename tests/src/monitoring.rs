@@ -442,6 +442,23 @@ impl MonitoringApi {
             .collect())
     }
 
+    /// Waits until Prometheus reports `alertname` firing.
+    pub async fn wait_for_firing(&self, alertname: &str, deadline: Duration) {
+        wait::until(
+            &format!("{alertname} to fire in Prometheus"),
+            deadline,
+            || async {
+                let alerts = self.alerts().await?;
+                alerts
+                    .iter()
+                    .any(|(name, state)| name == alertname && state == "firing")
+                    .then_some(())
+                    .ok_or(format!("{alerts:?}"))
+            },
+        )
+        .await;
+    }
+
     pub fn alertmanager_url(&self) -> &str {
         &self.alertmanager
     }

@@ -340,19 +340,9 @@ async fn failover(
     .await;
     // Keep it paused until the alert has gone all the way to the receiver.
     let alert_deadline = Duration::from_secs(90);
-    wait::until(
-        "RedisDown to fire in Prometheus",
-        alert_deadline,
-        || async {
-            let alerts = monitoring.alerts().await?;
-            alerts
-                .iter()
-                .any(|(name, state)| name == "RedisDown" && state == "firing")
-                .then_some(())
-                .ok_or(format!("{alerts:?}"))
-        },
-    )
-    .await;
+    monitoring
+        .wait_for_firing("RedisDown", alert_deadline)
+        .await;
     let alert_fired = origin.elapsed() - fault;
     wait::until(
         "the alert webhook to log RedisDown",

@@ -163,19 +163,10 @@ async fn a_paused_master_fires_redis_down_through_alertmanager_to_the_webhook() 
     // Act: pause the master (what `docker compose pause redis-master` does).
     gateway.redis.pause(master);
     let paused = Instant::now();
-    wait::until(
-        "RedisDown to fire in Prometheus",
-        Duration::from_secs(90),
-        || async {
-            let alerts = monitoring.api.alerts().await?;
-            alerts
-                .iter()
-                .any(|(name, state)| name == "RedisDown" && state == "firing")
-                .then_some(())
-                .ok_or(format!("{alerts:?}"))
-        },
-    )
-    .await;
+    monitoring
+        .api
+        .wait_for_firing("RedisDown", Duration::from_secs(90))
+        .await;
     let fired = paused.elapsed();
     wait::until(
         "Alertmanager to call the webhook",
