@@ -23,6 +23,17 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page of the list identified by `scope`; `next` is the store's last
+    /// member when more items follow.
+    pub fn new(items: Vec<T>, next: Option<String>, scope: &str) -> Self {
+        Self {
+            items,
+            next_cursor: next.map(|member| encode_cursor(scope, &member)),
+        }
+    }
+}
+
 /// `limit` and `cursor` of list endpoints without other filters.
 #[derive(Debug, Deserialize, Validate, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +56,16 @@ impl PageQuery {
 /// Encodes the position after `member` in the list identified by `scope`.
 pub fn encode_cursor(scope: &str, member: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{scope}\n{member}"))
+}
+
+/// The member to continue after, from an optional `cursor` query parameter.
+pub fn decode_optional_cursor(
+    scope: &str,
+    cursor: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    cursor
+        .map(|cursor| decode_cursor(scope, cursor))
+        .transpose()
 }
 
 /// Decodes a cursor made by [`encode_cursor`] for the same `scope`.

@@ -404,10 +404,7 @@ impl MonitoringApi {
         let body = self
             .get(format!("{}/api/v1/targets?state=active", self.prometheus))
             .await?;
-        Ok(body["data"]["activeTargets"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        Ok(array_at(&body, "/data/activeTargets")
             .iter()
             .map(|t| {
                 let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
@@ -425,10 +422,7 @@ impl MonitoringApi {
         let body = self
             .get(format!("{}/api/v1/alerts", self.prometheus))
             .await?;
-        Ok(body["data"]["alerts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        Ok(array_at(&body, "/data/alerts")
             .iter()
             .map(|a| {
                 (
@@ -471,10 +465,7 @@ impl MonitoringApi {
                 self.alertmanager
             ))
             .await?;
-        Ok(body
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        Ok(array_at(&body, "")
             .iter()
             .filter(|a| {
                 a["status"]["inhibitedBy"]
@@ -490,10 +481,7 @@ impl MonitoringApi {
         let body = self
             .get(format!("{}/api/v2/alerts", self.alertmanager))
             .await?;
-        Ok(body
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        Ok(array_at(&body, "")
             .iter()
             .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
             .collect())
@@ -526,6 +514,13 @@ pub fn metric_names(promql: &str) -> BTreeSet<String> {
 /// The text of a file of the repository (`prometheus/...`, `grafana/...`).
 pub fn shipped_file(path: &str) -> String {
     repo_file(path)
+}
+
+/// The JSON array at `pointer` (RFC 6901; "" is the whole body), or none.
+fn array_at<'a>(body: &'a Value, pointer: &str) -> &'a [Value] {
+    body.pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn urlencode(text: &str) -> String {

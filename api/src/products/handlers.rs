@@ -11,7 +11,7 @@ use super::model::{
 use super::store::{NewProduct, ProductChanges, ProductFilter, ProductWrite};
 use crate::auth::Admin;
 use crate::error::{ApiError, Problem};
-use crate::pagination::{DEFAULT_LIMIT, Page, decode_cursor, encode_cursor};
+use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::startup::AppState;
 
 fn not_found() -> ApiError {
@@ -52,11 +52,7 @@ pub async fn list(
         filter.sort.as_str(),
         filter.category.as_deref().unwrap_or("")
     );
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|cursor| decode_cursor(&scope, cursor))
-        .transpose()?;
+    let after = decode_optional_cursor(&scope, query.cursor.as_deref())?;
     let (items, next) = state
         .products()
         .list(
@@ -65,10 +61,7 @@ pub async fn list(
             query.limit.unwrap_or(DEFAULT_LIMIT),
         )
         .await?;
-    Ok(web::Json(Page {
-        items,
-        next_cursor: next.map(|member| encode_cursor(&scope, &member)),
-    }))
+    Ok(web::Json(Page::new(items, next, &scope)))
 }
 
 /// One product, archived or not, with its ETag.

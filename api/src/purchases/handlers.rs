@@ -14,7 +14,7 @@ use super::model::{
 use super::store::{CancelOutcome, Order, PurchaseOutcome};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::pagination::{DEFAULT_LIMIT, Page, decode_cursor, encode_cursor};
+use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::redis::RedisError;
 use crate::startup::AppState;
 
@@ -210,11 +210,7 @@ pub async fn list(
         None => caller.user_id,
     };
     let scope = format!("purchases:{user_id}");
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|cursor| decode_cursor(&scope, cursor))
-        .transpose()?;
+    let after = decode_optional_cursor(&scope, query.cursor.as_deref())?;
     let (items, next) = state
         .purchases()
         .list_for_user(
@@ -223,10 +219,7 @@ pub async fn list(
             query.limit.unwrap_or(DEFAULT_LIMIT),
         )
         .await?;
-    Ok(web::Json(Page {
-        items,
-        next_cursor: next.map(|member| encode_cursor(&scope, &member)),
-    }))
+    Ok(web::Json(Page::new(items, next, &scope)))
 }
 
 /// One purchase: its owner or an admin; anyone else gets 404.

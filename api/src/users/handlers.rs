@@ -8,7 +8,7 @@ use super::model::{AdminUpdateUserRequest, Role, UpdateMeRequest, User};
 use super::store::EndSessions;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, Problem};
-use crate::pagination::{Page, PageQuery, decode_cursor, encode_cursor};
+use crate::pagination::{Page, PageQuery, decode_optional_cursor};
 use crate::startup::AppState;
 
 const USERS_CURSOR_SCOPE: &str = "users";
@@ -114,16 +114,9 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<User>>, ApiError> {
     query.validate()?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| decode_cursor(USERS_CURSOR_SCOPE, c))
-        .transpose()?;
+    let after = decode_optional_cursor(USERS_CURSOR_SCOPE, query.cursor.as_deref())?;
     let (items, next) = state.users().list(after.as_deref(), query.limit()).await?;
-    Ok(web::Json(Page {
-        items,
-        next_cursor: next.map(|member| encode_cursor(USERS_CURSOR_SCOPE, &member)),
-    }))
+    Ok(web::Json(Page::new(items, next, USERS_CURSOR_SCOPE)))
 }
 
 /// One user (admin).

@@ -627,7 +627,6 @@ async fn a_graceful_sentinel_failover_under_steady_writes_loses_no_acknowledged_
     // Act: SENTINEL FAILOVER. The old master keeps role:master and accepts
     // writes for ~10 s after the switch: the hardest case for acknowledged writes.
     let fault = traffic.now();
-    eprintln!("fault at {fault:?}");
     scenario.redis().sentinel_failover().await;
     let new_master = scenario
         .redis()
