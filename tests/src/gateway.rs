@@ -27,21 +27,51 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `target/<profile>/api`, next to the directory of this test binary. The api
-/// package's own integration tests make cargo build it with the suite.
-fn api_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("api");
+/// `target/<profile>/<name>`, a binary of the workspace built with this one
+/// (a test in `target/<profile>/deps/` or a bin in `target/<profile>/`).
+/// `cargo build --workspace` and nextest build them all.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("this binary has a path");
+    let mut dir = exe.parent().expect("target/<profile>/...");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
+    let binary = dir.join(name);
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p evergreen-api` (scripts/test does)",
+        "{} is missing: build it with `cargo build --workspace` (scripts/test does)",
         binary.display()
     );
     binary
+}
+
+fn api_binary() -> PathBuf {
+    workspace_binary("api")
+}
+
+/// What differs between a test's gateway and a benchmark's.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// nginx `worker_processes` (the official image's config says `auto`).
+    pub nginx_workers: String,
+    /// `limit_req` on /api/v1/auth/ per client address: rate and burst.
+    pub auth_rate: String,
+    pub auth_burst: u32,
+    /// Actix workers per replica.
+    pub api_workers: u32,
+}
+
+impl Default for GatewayOptions {
+    /// As docker-compose.yml sets it, with one nginx worker and two API
+    /// workers to stay light beside other tests.
+    fn default() -> Self {
+        Self {
+            nginx_workers: "1".into(),
+            auth_rate: "2r/s".into(),
+            auth_burst: 10,
+            api_workers: 2,
+        }
+    }
 }
 
 fn signal(child: &Child, name: &str) {
@@ -188,7 +218,7 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    fn start(dir: &Path, dns_port: u16, api_port: u16) -> Self {
+    fn start(dir: &Path, dns_port: u16, api_port: u16, options: &GatewayOptions) -> Self {
         let port = wait::free_port();
         let status_port = wait::free_port();
         let vars = HashMap::from([
@@ -197,6 +227,8 @@ impl Nginx {
             ("NGINX_RESOLVER", format!("127.0.0.1:{dns_port}")),
             ("API_HOST", API_HOST.to_owned()),
             ("API_PORT", api_port.to_string()),
+            ("NGINX_AUTH_RATE", options.auth_rate.clone()),
+            ("NGINX_AUTH_BURST", options.auth_burst.to_string()),
         ]);
         let template =
             fs::read_to_string(repo_root().join("nginx/templates/default.conf.template"))
@@ -210,9 +242,10 @@ impl Nginx {
             fs::create_dir_all(dir.join("tmp").join(temp)).expect("temp dir");
         }
         let d = dir.display();
+        let workers = &options.nginx_workers;
         // What the nginx image's own nginx.conf provides around conf.d/*.conf.
         let main = format!(
-            "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+            "daemon off;\nuser root;\nworker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  default_type application/octet-stream;\n  client_body_temp_path {d}/tmp/body;\n  \
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  \
@@ -291,6 +324,7 @@ pub struct Gateway {
     /// Every replica serves /metrics on this port of its own address (as
     /// containers all use 9100).
     pub metrics_port: u16,
+    options: GatewayOptions,
     key_prefix: String,
     subnet: [u8; 2],
     dir: tempfile::TempDir,
@@ -298,6 +332,10 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(replicas: usize) -> Self {
+        Self::start_with(replicas, GatewayOptions::default()).await
+    }
+
+    pub async fn start_with(replicas: usize, options: GatewayOptions) -> Self {
         let redis = RedisHa::start(RedisHaOptions::default()).await;
         let dir = tempfile::Builder::new()
             .prefix("evergreen-gateway-")
@@ -313,7 +351,7 @@ impl Gateway {
         let api_port = wait::free_port();
         let metrics_port = wait::free_port();
         let dns = Dns::start(dir.path());
-        let nginx = Nginx::start(dir.path(), dns.port, api_port);
+        let nginx = Nginx::start(dir.path(), dns.port, api_port, &options);
         let mut gateway = Self {
             redis,
             replicas: Vec::new(),
@@ -321,6 +359,7 @@ impl Gateway {
             nginx,
             api_port,
             metrics_port,
+            options,
             key_prefix: format!("evergreen-test:{}:", id.simple()),
             subnet,
             dir,
@@ -354,7 +393,10 @@ impl Gateway {
                 "EVERGREEN_SERVER__METRICS_PORT",
                 self.metrics_port.to_string(),
             ),
-            ("EVERGREEN_SERVER__WORKERS", "2".to_owned()),
+            (
+                "EVERGREEN_SERVER__WORKERS",
+                self.options.api_workers.to_string(),
+            ),
             (
                 "EVERGREEN_REDIS__SENTINELS",
                 self.redis.sentinel_addrs().join(","),

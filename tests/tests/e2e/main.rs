@@ -8,6 +8,7 @@ mod data_tier;
 mod errors;
 mod failover;
 mod gateway;
+mod loadgen;
 mod monitoring;
 mod operations;
 mod products;

@@ -1,0 +1,81 @@
+//! `loadgen -f scenario.json --concurrency 10 -n 10000 --timeout 3m`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use evergreen_loadgen::run::{Options, run};
+use evergreen_loadgen::seed::Admin;
+
+/// Drive realistic traffic (browse, log in, buy, cancel) at an Evergreen
+/// store and report throughput, errors and latency percentiles.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Scenario file (JSON): the traffic mix and the data to seed. See
+    /// loadgen/scenarios/.
+    #[arg(short = 'f', long = "file", value_name = "SCENARIO")]
+    scenario: PathBuf,
+    /// The store's base URL (nginx).
+    #[arg(long, default_value = "http://localhost:8080", value_name = "URL")]
+    host: String,
+    /// Virtual users sending requests at the same time.
+    #[arg(short, long, default_value_t = 10)]
+    concurrency: usize,
+    /// Requests to send in all (seeding not counted).
+    #[arg(short = 'n', long = "requests", default_value_t = 10_000)]
+    requests: u64,
+    /// Time limit of the whole run, seeding included (e.g. 90s, 3m).
+    #[arg(short, long, default_value = "3m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Longest wait for one response.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Where summary.json and report.html (with charts) are written.
+    #[arg(long, default_value = "loadgen-report")]
+    report_dir: PathBuf,
+    /// Admin account used to create the scenario's products.
+    #[arg(long, env = "ADMIN_EMAIL")]
+    admin_email: Option<String>,
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// No progress line.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let admin = match (cli.admin_email, cli.admin_password) {
+        (Some(email), Some(password)) => Some(Admin { email, password }),
+        _ => None,
+    };
+    let options = Options {
+        scenario_file: cli.scenario,
+        base_url: cli.host,
+        concurrency: cli.concurrency,
+        requests: cli.requests,
+        time_limit: cli.timeout,
+        request_timeout: cli.request_timeout,
+        report_dir: cli.report_dir.clone(),
+        admin,
+        quiet: cli.quiet,
+    };
+    match run(options).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            println!(
+                "reports: {} and {}",
+                cli.report_dir.join("summary.json").display(),
+                cli.report_dir.join("report.html").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
