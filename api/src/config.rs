@@ -130,6 +130,10 @@ pub struct AuthSettings {
     /// Failures older than this are forgotten.
     #[validate(range(min = 1, max = 86400))]
     pub login_failure_window_secs: u64,
+    /// Threads computing password hashes (each hash holds 7 MiB); 0 means one
+    /// per CPU core. Sign-ins beyond them wait up to 3 s, then get 503.
+    #[validate(range(max = 1024))]
+    pub password_hashing_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Validate)]

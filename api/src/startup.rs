@@ -110,7 +110,7 @@ impl Application {
                 &settings.auth.jwt_secret,
                 settings.auth.access_token_ttl_secs,
             ),
-            passwords: Passwords::new(),
+            passwords: Passwords::new(settings.auth.password_hashing_concurrency),
             metrics: metrics.clone(),
             auth: settings.auth.clone(),
             store: settings.store.clone(),
