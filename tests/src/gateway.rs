@@ -145,6 +145,15 @@ impl ApiProcess {
         format!("http://{}:{}", self.ip, self.port)
     }
 
+    /// The environment the replica runs with (the bench starts copies).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn spawn(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)

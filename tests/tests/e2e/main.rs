@@ -3,6 +3,7 @@
 
 mod auth;
 mod authz;
+mod bench;
 mod concurrency;
 mod data_tier;
 mod errors;
