@@ -32,7 +32,8 @@ struct Cli {
     /// Longest wait for one response.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
-    /// Where summary.json and report.html (with charts) are written.
+    /// Where summary.json, report.html (Goose's report, charts drawn with
+    /// JavaScript from a CDN) and timeline.svg (offline chart) are written.
     #[arg(long, default_value = "loadgen-report")]
     report_dir: PathBuf,
     /// Admin account used to create the scenario's products.
@@ -67,9 +68,10 @@ async fn main() -> ExitCode {
         Ok(report) => {
             print!("{}", report.render());
             println!(
-                "reports: {} and {}",
+                "reports: {}, {} (charts) and {}",
                 cli.report_dir.join("summary.json").display(),
-                cli.report_dir.join("report.html").display()
+                cli.report_dir.join("report.html").display(),
+                cli.report_dir.join("timeline.svg").display()
             );
             ExitCode::SUCCESS
         }

@@ -11,6 +11,7 @@ use goose::metrics::{GooseMetrics, GooseRequestMetricTimingData};
 use serde::Serialize;
 
 use crate::scenario::Operation;
+use crate::timeline::Second;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -61,6 +62,8 @@ pub struct Report {
     pub errors_by_status: BTreeMap<String, usize>,
     pub latency_ms: Latency,
     pub operations: BTreeMap<String, OperationReport>,
+    /// Second by second (also drawn in timeline.svg).
+    pub timeline: Vec<Second>,
 }
 
 /// Goose keys a request's metrics by `METHOD name`; status 0 means none came.
@@ -80,6 +83,7 @@ pub struct RunFacts<'a> {
     pub requests_planned: u64,
     pub ended_by: String,
     pub elapsed: Duration,
+    pub timeline: Vec<Second>,
 }
 
 impl Report {
@@ -127,6 +131,7 @@ impl Report {
             errors_by_status,
             latency_ms: Latency::of(&all),
             operations,
+            timeline: facts.timeline,
         }
     }
 

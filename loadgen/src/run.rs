@@ -13,6 +13,7 @@ use goose::prelude::GooseAttack;
 use crate::report::{Report, RunFacts};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::seed::{self, Admin, SeedError};
+use crate::timeline;
 use crate::traffic::{self, Plan};
 
 /// What the command line asks for.
@@ -105,7 +106,7 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     let started = Instant::now();
     let attack = GooseAttack::initialize_with_config(config)
         .map_err(|e| RunError::Goose(e.to_string()))?
-        .register_scenario(traffic::scenario(plan.clone()));
+        .register_scenario(traffic::goose_scenario(plan.clone()));
     let metrics = attack
         .execute()
         .await
@@ -134,9 +135,17 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
             requests_planned: options.requests,
             ended_by,
             elapsed,
+            timeline: plan.timeline.seconds(),
         },
         &metrics,
     );
+    let chart = options.report_dir.join("timeline.svg");
+    std::fs::write(&chart, timeline::svg(&scenario.name, &report.timeline)).map_err(|source| {
+        RunError::Write {
+            path: chart.display().to_string(),
+            source,
+        }
+    })?;
     let summary = options.report_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     std::fs::write(&summary, json).map_err(|source| RunError::Write {

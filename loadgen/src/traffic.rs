@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
+use goose::goose::Scenario as GooseScenario;
 use goose::prelude::*;
 use rand::Rng;
 use rand::distr::Distribution;
@@ -15,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::scenario::{Operation, Scenario};
 use crate::seed::SeededData;
+use crate::timeline::Timeline;
 
 /// Purchases a virtual user remembers for cancelling.
 const REMEMBERED_PURCHASES: usize = 50;
@@ -37,6 +40,7 @@ pub struct Plan {
     budget: AtomicU64,
     registered: AtomicU64,
     pub progress: Progress,
+    pub timeline: Timeline,
 }
 
 impl Plan {
@@ -52,6 +56,7 @@ impl Plan {
             budget: AtomicU64::new(requests),
             registered: AtomicU64::new(0),
             progress: Progress::default(),
+            timeline: Timeline::new(),
         }
     }
 
@@ -75,8 +80,9 @@ struct Shopper {
     purchases: Vec<String>,
 }
 
-/// The Goose scenario for `plan`.
-pub fn scenario(plan: Arc<Plan>) -> Scenario_ {
+/// The Goose scenario for `plan` (Goose's word; the scenario *file* is
+/// `crate::scenario::Scenario`).
+pub fn goose_scenario(plan: Arc<Plan>) -> GooseScenario {
     let start_plan = plan.clone();
     let on_start: TransactionFunction = Arc::new(move |user| {
         let plan = start_plan.clone();
@@ -101,7 +107,9 @@ pub fn scenario(plan: Arc<Plan>) -> Scenario_ {
             if !plan.claim_one() {
                 return Ok(());
             }
+            let started = Instant::now();
             let succeeded = one_request(user, &plan).await?;
+            plan.timeline.record(started.elapsed(), !succeeded);
             plan.progress.sent.fetch_add(1, Ordering::Relaxed);
             if !succeeded {
                 plan.progress.failed.fetch_add(1, Ordering::Relaxed);
@@ -109,7 +117,7 @@ pub fn scenario(plan: Arc<Plan>) -> Scenario_ {
             Ok(())
         })
     });
-    Scenario_::new("shopper")
+    GooseScenario::new("shopper")
         .register_transaction(
             Transaction::new(on_start)
                 .set_name("sign in")
@@ -117,9 +125,6 @@ pub fn scenario(plan: Arc<Plan>) -> Scenario_ {
         )
         .register_transaction(Transaction::new(act).set_name("one request"))
 }
-
-/// Goose's scenario type, renamed: ours is the scenario file.
-pub type Scenario_ = goose::goose::Scenario;
 
 async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<TransactionError>> {
     let mut shopper = user
