@@ -40,6 +40,8 @@ pub struct Passwords {
     dummy_hash: Arc<str>,
     /// Work for the hashing threads.
     jobs: mpsc::Sender<Job>,
+    /// Longest wait for a hashing thread before giving up with 503.
+    queue_wait: Duration,
 }
 
 const SALT_BYTES: usize = 16;
@@ -119,6 +121,10 @@ impl Passwords {
     /// Starts `threads` hashing threads (0: one per CPU core), which run as
     /// long as the process.
     pub fn new(threads: usize) -> Self {
+        Self::with_queue_wait(threads, QUEUE_WAIT)
+    }
+
+    pub fn with_queue_wait(threads: usize, queue_wait: Duration) -> Self {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -159,6 +165,7 @@ impl Passwords {
         Self {
             dummy_hash: dummy.into(),
             jobs,
+            queue_wait,
         }
     }
 
@@ -169,9 +176,10 @@ impl Passwords {
     ) -> Result<T, ApiError> {
         let (reply, result) = oneshot::channel();
         let queued = Instant::now();
+        let queue_wait = self.queue_wait;
         let job: Job = Box::new(move || {
             // The caller gave up (503) or went away: spend no CPU on it.
-            if queued.elapsed() > QUEUE_WAIT || reply.is_closed() {
+            if queued.elapsed() > queue_wait || reply.is_closed() {
                 return;
             }
             let _ = reply.send(work());
@@ -179,7 +187,7 @@ impl Passwords {
         self.jobs
             .send(job)
             .map_err(|_| ApiError::Internal("the hashing threads are gone".into()))?;
-        match tokio::time::timeout(QUEUE_WAIT + Duration::from_secs(2), result).await {
+        match tokio::time::timeout(self.queue_wait + Duration::from_secs(2), result).await {
             Ok(Ok(value)) => Ok(value),
             _ => Err(ApiError::Unavailable(
                 "too many sign-ins at once; retry shortly".into(),
@@ -248,6 +256,37 @@ mod tests {
         ] {
             assert!(!matches(b"anything", hash), "{hash}");
         }
+    }
+
+    #[actix_web::test]
+    async fn sign_ins_beyond_the_hashing_threads_get_unavailable_after_the_wait_and_cost_nothing() {
+        let passwords = Passwords::with_queue_wait(1, Duration::from_millis(200));
+        let hash = passwords
+            .hash("s3cret-passw0rd".to_owned())
+            .await
+            .expect("hash");
+        let started = Instant::now();
+        let results = futures_util::future::join_all(
+            (0..40).map(|_| passwords.verify("s3cret-passw0rd".to_owned(), Some(hash.clone()))),
+        )
+        .await;
+        let took = started.elapsed();
+        let verified = results.iter().filter(|r| matches!(r, Ok(true))).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(ApiError::Unavailable(_))))
+            .count();
+        println!(
+            "40 sign-ins on 1 thread, 200 ms wait: {verified} verified, {refused} refused in {took:?}"
+        );
+        assert_eq!(verified + refused, 40, "nothing else: {results:?}");
+        assert!(
+            verified >= 1 && refused >= 1,
+            "{verified} verified, {refused} refused"
+        );
+        // Refused work is skipped, not computed late: the 40 hashes take over
+        // 1 s on one thread here; the wait plus the hash under way, ~0.25 s.
+        assert!(took < Duration::from_millis(900), "took {took:?}");
     }
 
     #[actix_web::test]
