@@ -2,7 +2,8 @@
 //! customer accounts the scenario asks for, through the public API.
 //!
 //! Auth routes are rate limited per client address at nginx (429 with
-//! `Retry-After`): seeding honours it and retries, so a scenario with many
+//! `Retry-After`), and sign-ins beyond the API's hashing threads wait, then
+//! get 503: seeding honours `Retry-After` and retries, so a scenario with many
 //! customers seeds slowly but surely against the default stack.
 
 use std::sync::Arc;
@@ -74,7 +75,9 @@ pub enum SeedError {
     },
 }
 
-/// Sends a request, retrying while nginx answers 429, as long as it says.
+/// Sends a request, retrying as long as the answer says while it is 429
+/// (nginx's sign-in brake) or 503 (the API's hashing threads are busy, or a
+/// Redis failover is under way). The run's time limit bounds the retries.
 async fn send(what: &str, build: impl Fn() -> RequestBuilder) -> Result<Response, SeedError> {
     loop {
         let response = build()
@@ -85,7 +88,10 @@ async fn send(what: &str, build: impl Fn() -> RequestBuilder) -> Result<Response
                 what: what.to_owned(),
                 source,
             })?;
-        if response.status() != StatusCode::TOO_MANY_REQUESTS {
+        if !matches!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
             return Ok(response);
         }
         let wait = response
