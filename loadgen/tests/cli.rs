@@ -24,6 +24,23 @@ fn scenario_file(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// A browse-only run (nothing to seed) against 127.0.0.1:`port`, timed.
+fn browse_against(port: u16) -> (Output, Duration) {
+    let file = scenario_file(
+        r#"{"name": "x", "mix": {"browse_products": 1}, "seed": {"products": 0, "customers": 0}}"#,
+    );
+    let started = Instant::now();
+    let output = loadgen(&[
+        "-f",
+        file.path().to_str().expect("utf-8"),
+        "--host",
+        &format!("http://127.0.0.1:{port}"),
+        "-n",
+        "100",
+    ]);
+    (output, started.elapsed())
+}
+
 #[test]
 fn a_scenario_with_an_unknown_operation_is_refused_naming_the_field() {
     let file = scenario_file(r#"{"name": "typo", "mix": {"browse_products": 1, "chekout": 2}}"#);
@@ -62,19 +79,7 @@ fn a_run_against_a_dead_url_ends_at_once_with_a_clear_error() {
         .local_addr()
         .expect("address")
         .port();
-    let file = scenario_file(
-        r#"{"name": "x", "mix": {"browse_products": 1}, "seed": {"products": 0, "customers": 0}}"#,
-    );
-    let started = Instant::now();
-    let output = loadgen(&[
-        "-f",
-        file.path().to_str().expect("utf-8"),
-        "--host",
-        &format!("http://127.0.0.1:{port}"),
-        "-n",
-        "100",
-    ]);
-    let took = started.elapsed();
+    let (output, took) = browse_against(port);
     assert!(!output.status.success());
     let message = stderr(&output);
     println!("dead URL refused after {took:?}: {message}");
@@ -88,17 +93,7 @@ fn a_url_that_never_answers_ends_within_the_preflight_timeout() {
     // Accepts connections (the kernel's backlog) but never answers.
     let silent = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let port = silent.local_addr().expect("address").port();
-    let file = scenario_file(
-        r#"{"name": "x", "mix": {"browse_products": 1}, "seed": {"products": 0, "customers": 0}}"#,
-    );
-    let started = Instant::now();
-    let output = loadgen(&[
-        "-f",
-        file.path().to_str().expect("utf-8"),
-        "--host",
-        &format!("http://127.0.0.1:{port}"),
-    ]);
-    let took = started.elapsed();
+    let (output, took) = browse_against(port);
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("timed out"), "{message}");
