@@ -61,8 +61,14 @@ fn hash_into(
     salt: &[u8],
     out: &mut [u8],
 ) -> Result<(), argon2::Error> {
+    let blocks = params.block_count();
+    if blocks > MEMORY_KIB as usize {
+        // A hash stored with more memory (e.g. OWASP's 19 MiB set): computed
+        // in memory of its own, freed at once, so the threads stay at 7 MiB.
+        let mut memory = vec![Block::default(); blocks];
+        return argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..]);
+    }
     MEMORY.with_borrow_mut(|memory| {
-        let blocks = params.block_count();
         if memory.len() < blocks {
             memory.resize(blocks, Block::default());
         }
@@ -89,8 +95,14 @@ fn hash_new(password: &[u8]) -> Result<String, String> {
     Ok(phc.to_string())
 }
 
+/// Stored hashes asking for more than this are refused, not computed: a
+/// corrupted `m=` must not make a sign-in allocate gigabytes.
+const MAX_MEMORY_KIB: u32 = 64 * 1024;
+const MAX_ITERATIONS: u32 = 16;
+const MAX_LANES: u32 = 4;
+
 /// Whether `password` matches the PHC string `hash`, with the parameters the
-/// string carries.
+/// string carries (within sane bounds).
 fn matches(password: &[u8], hash: &str) -> bool {
     let Ok(phc) = PasswordHash::new(hash) else {
         return false;
@@ -104,6 +116,12 @@ fn matches(password: &[u8], hash: &str) -> bool {
     ) else {
         return false;
     };
+    if params.m_cost() > MAX_MEMORY_KIB
+        || params.t_cost() > MAX_ITERATIONS
+        || params.p_cost() > MAX_LANES
+    {
+        return false;
+    }
     let version = match phc.version.map(Version::try_from).transpose() {
         Ok(version) => version.unwrap_or_default(),
         Err(_) => return false,
@@ -144,7 +162,11 @@ impl Passwords {
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
+                            // A panicking hash must not take the thread
+                            // with it: its caller sees its reply dropped.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
                             Err(_) => return,
                         }
                     }
@@ -251,8 +273,13 @@ mod tests {
         for hash in [
             "",
             "plain",
-            "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA",
             "$md5$x$y",
+            // No hash part.
+            "$argon2id$v=19$m=7168,t=5,p=1$c2FsdHNhbHRzYWx0",
+            // A salt of 4 bytes, below argon2's minimum of 8.
+            "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+            // 4 GiB of memory asked for.
+            "$argon2id$v=19$m=4194304,t=5,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
         ] {
             assert!(!matches(b"anything", hash), "{hash}");
         }
