@@ -78,7 +78,12 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     }
 
     let users = options.concurrency.min(options.requests as usize);
-    let plan = Arc::new(Plan::new(scenario.clone(), data, options.requests));
+    let plan = Arc::new(Plan::new(
+        scenario.clone(),
+        data,
+        options.requests,
+        deadline,
+    ));
     std::fs::create_dir_all(&options.report_dir).map_err(|source| RunError::Write {
         path: options.report_dir.display().to_string(),
         source,
@@ -87,7 +92,7 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     let mut config = GooseConfiguration::default();
     config.host = Some(base_url.clone());
     config.users = Some(users);
-    // Every user at once: the load is the concurrency, not a ramp.
+    // All users within a second: the load is the concurrency, not a ramp.
     config.increase_rate = Some(users.max(1).to_string());
     // Each user's share of the budget, rounded up; the budget stops the rest.
     config.iterations = Some((options.requests as usize).div_ceil(users));

@@ -286,14 +286,22 @@ impl Scenario {
                 ),
             );
         }
-        if self.mix.used().any(|o| o.needs_products()) && seed.products > 0 {
-            // Seeded products are bought: stock 0 would make every buy a 409.
-            if seed.stock_per_product == 0 {
-                return fail(
-                    "seed.stock_per_product",
-                    "must be above 0 when the mix buys".into(),
-                );
-            }
+        let buys = self.mix.buy > 0 || self.mix.cancel > 0;
+        if buys && seed.products > 0 && seed.stock_per_product == 0 {
+            // Stock 0 would make every buy a 409.
+            return fail(
+                "seed.stock_per_product",
+                "must be above 0 when the mix buys".into(),
+            );
+        }
+        if seed.stock_per_product > 1_000_000_000 {
+            return fail(
+                "seed.stock_per_product",
+                format!(
+                    "the store allows at most 1000000000, got {}",
+                    seed.stock_per_product
+                ),
+            );
         }
         if !(1..=100).contains(&self.browse.limit) {
             return fail(
@@ -414,6 +422,22 @@ mod tests {
             error_of(r#"{"name": "x", "mix": {"buy": 1}, "seed": {"customers": 0}}"#);
         assert_eq!(field, "seed.customers");
         assert!(message.contains("mix.buy"), "{message}");
+    }
+
+    #[test]
+    fn stock_is_checked_against_what_the_store_accepts_and_only_when_buying() {
+        let (field, message) = error_of(
+            r#"{"name": "x", "mix": {"view_product": 1}, "seed": {"stock_per_product": 2000000000}}"#,
+        );
+        assert_eq!(field, "seed.stock_per_product");
+        assert!(message.contains("1000000000"), "{message}");
+        Scenario::parse(
+            r#"{"name": "x", "mix": {"view_product": 1}, "seed": {"stock_per_product": 0}}"#,
+        )
+        .expect("viewing needs no stock");
+        let (field, _) =
+            error_of(r#"{"name": "x", "mix": {"buy": 1}, "seed": {"stock_per_product": 0}}"#);
+        assert_eq!(field, "seed.stock_per_product");
     }
 
     #[test]

@@ -38,13 +38,15 @@ pub struct Plan {
     weights: WeightedIndex<u32>,
     /// Requests not yet claimed by a virtual user.
     budget: AtomicU64,
+    /// The run's time limit: no request starts after it.
+    deadline: Instant,
     registered: AtomicU64,
     pub progress: Progress,
     pub timeline: Timeline,
 }
 
 impl Plan {
-    pub fn new(scenario: Scenario, data: SeededData, requests: u64) -> Self {
+    pub fn new(scenario: Scenario, data: SeededData, requests: u64, deadline: Instant) -> Self {
         let operations: Vec<Operation> = scenario.mix.used().collect();
         let weights = WeightedIndex::new(operations.iter().map(|&o| scenario.mix.weight(o)))
             .expect("validation keeps at least one weight above 0");
@@ -54,13 +56,21 @@ impl Plan {
             operations,
             weights,
             budget: AtomicU64::new(requests),
+            deadline,
             registered: AtomicU64::new(0),
             progress: Progress::default(),
             timeline: Timeline::new(),
         }
     }
 
+    /// Takes one request from the budget, unless it is spent or time is up
+    /// (then the whole run stops). Goose clears its kill switch when a run
+    /// starts, so a time limit that passed during seeding is caught here too.
     fn claim_one(&self) -> bool {
+        if Instant::now() >= self.deadline {
+            goose::trigger_killswitch("time limit");
+            return false;
+        }
         self.budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 left.checked_sub(1)
@@ -178,8 +188,10 @@ async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<Tran
             .await?;
             if let Some(token) = sent.body.as_ref().and_then(|b| b["access_token"].as_str()) {
                 shopper.access_token = token.to_owned();
-                shopper.must_log_in = false;
             }
+            // One forced attempt: a refused one (429, 503) must not turn this
+            // user into a stream of sign-ins against a server pushing back.
+            shopper.must_log_in = false;
             sent
         }
         Operation::Buy => buy(user, plan, &mut shopper).await?,
@@ -213,7 +225,7 @@ async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<Tran
         },
     };
     // An expired or revoked token: the next request of this user logs in.
-    shopper.must_log_in |= sent.status == Some(401);
+    shopper.must_log_in |= operation != Operation::Login && sent.status == Some(401);
     user.set_session_data(shopper);
     Ok(sent.succeeded())
 }
