@@ -80,7 +80,7 @@ impl Plan {
 }
 
 /// One virtual user's state between its requests.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Shopper {
     /// Index into the seeded customers, if there are any.
     customer: Option<usize>,
@@ -137,10 +137,23 @@ pub fn goose_scenario(plan: Arc<Plan>) -> GooseScenario {
 }
 
 async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<TransactionError>> {
-    let mut shopper = user
-        .get_session_data::<Shopper>()
-        .expect("set on start")
-        .clone();
+    // Taken out for the request (which borrows the user) and put back after,
+    // whatever the request did.
+    let mut shopper = std::mem::take(
+        user.get_session_data_mut::<Shopper>()
+            .expect("set on start"),
+    );
+    let sent = send_one(user, plan, &mut shopper).await;
+    user.set_session_data(shopper);
+    Ok(sent?.succeeded())
+}
+
+/// One operation for `shopper`, drawn from the mix (or the sign-in it owes).
+async fn send_one(
+    user: &mut GooseUser,
+    plan: &Plan,
+    shopper: &mut Shopper,
+) -> Result<Sent, Box<TransactionError>> {
     let operation = if shopper.must_log_in && shopper.customer.is_some() {
         Operation::Login
     } else {
@@ -194,7 +207,7 @@ async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<Tran
             shopper.must_log_in = false;
             sent
         }
-        Operation::Buy => buy(user, plan, &mut shopper).await?,
+        Operation::Buy => buy(user, plan, shopper).await?,
         Operation::ListOwnPurchases => {
             let token = shopper.access_token.clone();
             send(
@@ -208,7 +221,7 @@ async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<Tran
             .await?
         }
         Operation::Cancel => match shopper.purchases.pop() {
-            None => buy(user, plan, &mut shopper).await?,
+            None => buy(user, plan, shopper).await?,
             Some(id) => {
                 let token = shopper.access_token.clone();
                 let path = format!("/api/v1/purchases/{id}/cancel");
@@ -226,8 +239,7 @@ async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<Tran
     };
     // An expired or revoked token: the next request of this user logs in.
     shopper.must_log_in |= operation != Operation::Login && sent.status == Some(401);
-    user.set_session_data(shopper);
-    Ok(sent.succeeded())
+    Ok(sent)
 }
 
 async fn buy(

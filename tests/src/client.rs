@@ -193,6 +193,27 @@ impl Api {
     }
 
     // --- helpers built on the endpoints ---
+    /// Every item of a paginated list (`path` under `/api/v1`, with or
+    /// without a query), following `next_cursor` 100 items at a time.
+    pub async fn all_pages(&self, token: &str, path: &str) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let url = format!("{path}{separator}limit=100{cursor}");
+            let page = expect(
+                Self::send(self.authed(Method::GET, &url, token)).await,
+                StatusCode::OK,
+            )
+            .await;
+            items.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return items,
+            }
+        }
+    }
+
     /// Polls `/health/ready` until it answers 2xx, or panics after `deadline`.
     pub async fn wait_until_ready(&self, deadline: std::time::Duration) {
         crate::wait::until("the API to report ready", deadline, || async {

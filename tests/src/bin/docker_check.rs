@@ -468,20 +468,7 @@ async fn data_survived(
     let mut recorded: Vec<Value> = Vec::new();
     for buyer in buyers {
         let buyer = api.login_ok(&buyer.email, &buyer.password).await;
-        let mut cursor = String::new();
-        loop {
-            let page = expect(
-                api.list_purchases(&buyer.access_token, &format!("?limit=100{cursor}"))
-                    .await,
-                StatusCode::OK,
-            )
-            .await;
-            recorded.extend(page["items"].as_array().expect("items").iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = format!("&cursor={next}"),
-                None => break,
-            }
-        }
+        recorded.extend(api.all_pages(&buyer.access_token, "/purchases").await);
     }
     let ids: BTreeSet<&str> = recorded.iter().filter_map(|p| p["id"].as_str()).collect();
     let missing: Vec<_> = acknowledged

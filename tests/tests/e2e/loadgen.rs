@@ -6,34 +6,11 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
-use evergreen_tests::client::{Api, expect};
+use evergreen_tests::client::Api;
 use evergreen_tests::gateway::{Gateway, GatewayOptions, workspace_binary};
-use reqwest::StatusCode;
 use serde_json::Value;
 
 const STOCK: i64 = 5_000;
-
-/// Every page of an admin list endpoint.
-async fn all_pages(api: &Api, token: &str, path: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let url = format!("/api/v1{path}{separator}limit=100{cursor}");
-        let response = api
-            .raw(reqwest::Method::GET, &url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("the API answers");
-        let page = expect(response, StatusCode::OK).await;
-        items.extend(page["items"].as_array().expect("items").iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = format!("&cursor={next}"),
-            None => return items,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mixed_load_run_sends_exactly_n_requests_without_errors_and_stock_adds_up() {
@@ -128,14 +105,15 @@ async fn a_mixed_load_run_sends_exactly_n_requests_without_errors_and_stock_adds
     // Stock bought = quantities of the completed purchases of loadgen's customers.
     let api = Api::new(&gateway.nginx.base_url());
     let admin = api.login_ok(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let products: Vec<Value> = all_pages(&api, &admin.access_token, "/products")
+    let products: Vec<Value> = api
+        .all_pages(&admin.access_token, "/products")
         .await
         .into_iter()
         .filter(|p| p["sku"].as_str().is_some_and(|s| s.starts_with("LOADGEN-")))
         .collect();
     assert_eq!(products.len(), 6);
     let mut sold: HashMap<String, i64> = HashMap::new();
-    let customers = all_pages(&api, &admin.access_token, "/users").await;
+    let customers = api.all_pages(&admin.access_token, "/users").await;
     for customer in customers.iter().filter(|u| {
         u["email"]
             .as_str()
@@ -145,7 +123,7 @@ async fn a_mixed_load_run_sends_exactly_n_requests_without_errors_and_stock_adds
             "/purchases?user_id={}",
             customer["id"].as_str().expect("id")
         );
-        for purchase in all_pages(&api, &admin.access_token, &path).await {
+        for purchase in api.all_pages(&admin.access_token, &path).await {
             if purchase["status"] == "completed" {
                 for item in purchase["items"].as_array().expect("items") {
                     *sold
