@@ -69,6 +69,9 @@ pub enum ApiError {
     /// 404: nothing here, or nothing this caller may see.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the path exists, the method does not; `Allow` lists the ones that do.
+    #[error("{method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     /// 409: the request conflicts with the current state.
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
@@ -147,6 +150,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::InsufficientStock { .. } => "insufficient_stock",
             Self::ProductUnavailable { .. } => "product_unavailable",
             Self::PreconditionFailed { .. } => "precondition_failed",
@@ -167,6 +171,7 @@ impl ApiError {
             Self::Unauthorized(_) => "Authentication required",
             Self::Forbidden => "Forbidden",
             Self::NotFound(_) => "Not found",
+            Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::Conflict { .. } => "Conflict",
             Self::InsufficientStock { .. } => "Insufficient stock",
             Self::ProductUnavailable { .. } => "Product unavailable",
@@ -222,6 +227,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. }
             | Self::InsufficientStock { .. }
             | Self::ProductUnavailable { .. } => StatusCode::CONFLICT,
@@ -246,6 +252,9 @@ impl ResponseError for ApiError {
                 retry_after_secs, ..
             } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            Self::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, allow.as_str()));
             }
             Self::Unavailable(_) => {
                 response.insert_header((

@@ -12,6 +12,7 @@
 //! - [`telemetry`], [`metrics`], [`health`], [`openapi`], [`pagination`].
 
 pub mod auth;
+pub mod body;
 pub mod bootstrap;
 pub mod config;
 pub mod error;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpResponse, HttpServer, guard, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, guard, web};
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
@@ -222,7 +222,8 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let (app, api) = App::new()
+    let currency = state.store.currency.clone();
+    let (app, mut api) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .app_data(state)
@@ -247,8 +248,19 @@ pub fn app(
                 .configure(purchases::configure),
         )
         .split_for_parts();
+    crate::openapi::complete(&mut api, &currency);
+    let methods = std::sync::Arc::new(crate::openapi::MethodTable::new(&api));
     app.service(SwaggerUi::new(format!("{DOCS_PREFIX}{{_:.*}}")).url(OPENAPI_PATH, api))
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".to_owned()))
+        .default_service(web::to(move |request: HttpRequest| {
+            let allowed = methods.allowed(request.path()).map(str::to_owned);
+            async move {
+                Err::<HttpResponse, _>(match allowed {
+                    Some(allow) => ApiError::MethodNotAllowed {
+                        method: request.method().to_string(),
+                        allow,
+                    },
+                    None => ApiError::NotFound("no such endpoint".to_owned()),
+                })
+            }
         }))
 }

@@ -59,6 +59,8 @@ pub struct GatewayOptions {
     pub auth_burst: u32,
     /// Actix workers per replica.
     pub api_workers: u32,
+    /// More `EVERGREEN_*` settings for every replica.
+    pub api_env: Vec<(String, String)>,
 }
 
 impl Default for GatewayOptions {
@@ -70,6 +72,7 @@ impl Default for GatewayOptions {
             auth_rate: "2r/s".into(),
             auth_burst: 10,
             api_workers: 2,
+            api_env: Vec::new(),
         }
     }
 }
@@ -433,7 +436,11 @@ impl Gateway {
         let mut replica = ApiProcess {
             ip,
             port: self.api_port,
-            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            env: env
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .chain(self.options.api_env.iter().cloned())
+                .collect(),
             log: self.dir.path().join(format!("api-{index}.log")),
             child: None,
         };

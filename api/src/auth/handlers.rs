@@ -9,6 +9,7 @@ use super::extract::Caller;
 use super::model::{LoginRequest, RefreshRequest, TokenPair};
 use super::store::Rotation;
 use super::tokens;
+use crate::body::Body;
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 use crate::users::model::{RegisterRequest, Role, User, normalize_email};
@@ -29,7 +30,7 @@ const INVALID_CREDENTIALS: &str = "invalid email or password";
 #[post("/auth/register")]
 pub async fn register(
     state: web::Data<AppState>,
-    body: web::Json<RegisterRequest>,
+    body: Body<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = body.into_inner();
     // Validate the email as it is stored: " Ann@Example.com " is ann@example.com.
@@ -71,7 +72,7 @@ pub async fn register(
 #[post("/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
-    body: web::Json<LoginRequest>,
+    body: Body<LoginRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     body.validate()?;
     let LoginRequest { email, password } = body.into_inner();
@@ -138,7 +139,7 @@ pub async fn login(
 #[post("/auth/refresh")]
 pub async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: Body<RefreshRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     body.validate()?;
     let presented = body.into_inner().refresh_token;

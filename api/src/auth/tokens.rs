@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 use crate::users::model::Role;
 
+/// Clock difference tolerated between replicas, in seconds.
+const CLOCK_LEEWAY_SECS: u64 = 5;
+
 /// Claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -59,7 +62,9 @@ impl Tokens {
         // Only HS256 is accepted: `alg: none` and algorithm swaps are rejected.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
-        validation.leeway = 5;
+        // We never issue `nbf`, but a token that carries one is held to it.
+        validation.validate_nbf = true;
+        validation.leeway = CLOCK_LEEWAY_SECS;
         Self {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
@@ -86,10 +91,15 @@ impl Tokens {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
-    /// Checks signature, algorithm and expiry. Revocation is checked by the caller in Redis.
+    /// Checks signature, algorithm, expiry, `nbf`, and that it was not issued
+    /// in the future. Revocation is checked by the caller in Redis.
     pub fn verify_access(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims;
+        if claims.iat > now_secs() + CLOCK_LEEWAY_SECS {
+            return Err(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into());
+        }
+        Ok(claims)
     }
 }
 

@@ -10,6 +10,7 @@ use super::model::{
 };
 use super::store::{NewProduct, ProductChanges, ProductFilter, ProductWrite};
 use crate::auth::Admin;
+use crate::body::Body;
 use crate::error::{ApiError, Problem};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::startup::AppState;
@@ -99,7 +100,7 @@ pub async fn get(
 pub async fn create(
     state: web::Data<AppState>,
     _admin: Admin,
-    body: web::Json<CreateProductRequest>,
+    body: Body<CreateProductRequest>,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let body = body.into_inner();
@@ -172,11 +173,12 @@ fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, Api
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "Product id"),
-        ("If-Match" = String, Header, description = "ETag from a GET, e.g. \"3\""),
+        ("If-Match" = String, Header, description = "ETag from a GET, e.g. \"3\", or *", pattern = "^(\\*|\"[0-9]{1,19}\"( *, *\"[0-9]{1,19}\")*)$"),
     ),
     request_body = UpdateProductRequest,
     responses(
         (status = 200, body = Product, headers(("ETag" = String))),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Product archived", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "ETag does not match", body = Problem, content_type = "application/problem+json"),
@@ -189,24 +191,22 @@ pub async fn update(
     _admin: Admin,
     request: HttpRequest,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateProductRequest>,
+    body: Body<UpdateProductRequest>,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let body = body.into_inner();
+    let products = state.products();
+    let current = products.get_latest(*id).await?.ok_or_else(not_found)?;
+    let expected = expected_version(&request, &current)?;
+    // As in a JSON merge patch, nothing to change is a valid no-op (`{}` and
+    // `{"name": null}` are schema-valid bodies): the product as it is.
     if body.name.is_none()
         && body.description.is_none()
         && body.price_cents.is_none()
         && body.category.is_none()
     {
-        return Err(ApiError::invalid_field(
-            "body",
-            "empty",
-            "send at least one of name, description, price_cents, category",
-        ));
+        return Ok(with_etag(HttpResponse::Ok(), &current));
     }
-    let products = state.products();
-    let current = products.get_latest(*id).await?.ok_or_else(not_found)?;
-    let expected = expected_version(&request, &current)?;
     let changes = ProductChanges {
         name: body.name.map(|n| n.trim().to_owned()),
         description: body.description,
@@ -237,6 +237,7 @@ pub async fn update(
     request_body = StockDeltaRequest,
     responses(
         (status = 200, body = Product),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Stock would go below zero", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -247,7 +248,7 @@ pub async fn add_stock(
     state: web::Data<AppState>,
     _admin: Admin,
     id: web::Path<Uuid>,
-    body: web::Json<StockDeltaRequest>,
+    body: Body<StockDeltaRequest>,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let id = id.into_inner();
@@ -280,6 +281,7 @@ pub async fn add_stock(
     params(("id" = Uuid, Path, description = "Product id")),
     responses(
         (status = 200, description = "The archived product", body = Product),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]

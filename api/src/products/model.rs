@@ -104,12 +104,17 @@ fn text_line(text: &str) -> Result<(), ValidationError> {
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
     #[validate(custom(function = "sku_format"))]
-    #[schema(example = "TEA-GREEN-100G")]
+    #[schema(example = "TEA-GREEN-100G", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
     #[validate(custom(function = "text_line"))]
-    #[schema(example = "Sencha green tea, 100 g")]
+    #[schema(
+        example = "Sencha green tea, 100 g",
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     #[validate(length(max = 5000))]
+    #[schema(max_length = 5000)]
     #[serde(default)]
     pub description: String,
     #[validate(range(min = 0, max = 10_000_000_000_i64))]
@@ -123,21 +128,28 @@ pub struct CreateProductRequest {
     pub stock: i64,
     /// Lower-case slug.
     #[validate(custom(function = "category_format"))]
-    #[schema(example = "tea")]
+    #[schema(example = "tea", pattern = "^[a-z0-9_-]{1,64}$")]
     pub category: String,
 }
 
-/// Fields to change; send at least one. Stock moves through `/stock`.
+/// Fields to change; absent or null ones stay as they are. Stock moves through `/stock`.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
     #[validate(custom(function = "text_line"))]
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     #[validate(length(max = 5000))]
+    #[schema(max_length = 5000)]
     pub description: Option<String>,
     #[validate(range(min = 0, max = 10_000_000_000_i64))]
+    #[schema(minimum = 0, maximum = 10_000_000_000_i64)]
     pub price_cents: Option<i64>,
     #[validate(custom(function = "category_format"))]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub category: Option<String>,
 }
 
@@ -146,8 +158,27 @@ pub struct UpdateProductRequest {
 pub struct StockDeltaRequest {
     /// Units to add (positive) or remove (negative); stock never goes below zero.
     #[validate(range(min = -1_000_000_000_i64, max = 1_000_000_000_i64), custom(function = "non_zero"))]
-    #[schema(example = 25)]
+    #[schema(example = 25, schema_with = stock_delta_schema)]
     pub delta: i64,
+}
+
+/// -1e9..=1e9 without 0, which JSON Schema says as one of two ranges.
+fn stock_delta_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(min))
+            .maximum(Some(max))
+    };
+    OneOfBuilder::new()
+        .item(range(-MAX_STOCK, -1))
+        .item(range(1, MAX_STOCK))
+        .build()
+        .into()
 }
 
 fn non_zero(delta: i64) -> Result<(), ValidationError> {
@@ -192,18 +223,23 @@ pub struct ListProductsQuery {
     #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page (with the same filters and sort).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,600}$")]
     pub cursor: Option<String>,
     /// Only this category.
     #[validate(custom(function = "category_format"))]
+    #[param(pattern = "^[a-z0-9_-]{1,64}$")]
     pub category: Option<String>,
     /// Lowest price in cents, inclusive.
     #[validate(range(min = 0, max = 10_000_000_000_i64))]
+    #[param(minimum = 0, maximum = 10_000_000_000_i64)]
     pub min_price: Option<i64>,
-    /// Highest price in cents, inclusive.
+    /// Highest price in cents, inclusive; not below `min_price`.
     #[validate(range(min = 0, max = 10_000_000_000_i64))]
+    #[param(minimum = 0, maximum = 10_000_000_000_i64)]
     pub max_price: Option<i64>,
     /// Case-insensitive substring of the name.
     #[validate(length(min = 1, max = 100))]
+    #[param(min_length = 1, max_length = 100)]
     pub q: Option<String>,
     /// `price`, `-price`, `created` or `-created` (default, newest first).
     #[param(inline)]

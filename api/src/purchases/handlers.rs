@@ -13,6 +13,7 @@ use super::model::{
 };
 use super::store::{CancelOutcome, Order, PurchaseOutcome};
 use crate::auth::Caller;
+use crate::body::Body;
 use crate::error::{ApiError, Problem};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::redis::RedisError;
@@ -80,7 +81,7 @@ fn created(purchase: &Purchase, replayed: bool) -> HttpResponse {
 #[utoipa::path(
     tag = "purchases",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "Unique per order, e.g. a UUID; kept 24 h per user")),
+    params(("Idempotency-Key" = String, Header, description = "Unique per order, e.g. a UUID; kept 24 h per user", pattern = "^[\\x21-\\x7E]{1,255}$")),
     request_body = CreatePurchaseRequest,
     responses(
         (status = 201, body = Purchase, headers(("Location" = String), ("Idempotent-Replayed" = String))),
@@ -96,7 +97,7 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     request: HttpRequest,
-    body: web::Json<CreatePurchaseRequest>,
+    body: Body<CreatePurchaseRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&request)?;
     body.validate()?;

@@ -79,6 +79,7 @@ pub struct OrderLine {
 #[serde(deny_unknown_fields)]
 pub struct CreatePurchaseRequest {
     #[validate(length(min = 1, max = 100), nested)]
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<OrderLine>,
 }
 
@@ -91,6 +92,7 @@ pub struct ListPurchasesQuery {
     #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,600}$")]
     pub cursor: Option<String>,
     /// Admins only: the purchases of this user instead of their own.
     pub user_id: Option<Uuid>,

@@ -7,6 +7,7 @@ use validator::Validate;
 use super::model::{AdminUpdateUserRequest, Role, UpdateMeRequest, User};
 use super::store::EndSessions;
 use crate::auth::{Admin, Caller};
+use crate::body::Body;
 use crate::error::{ApiError, Problem};
 use crate::pagination::{Page, PageQuery, decode_optional_cursor};
 use crate::startup::AppState;
@@ -48,7 +49,7 @@ pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<
 pub async fn update_me(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<UpdateMeRequest>,
+    body: Body<UpdateMeRequest>,
 ) -> Result<web::Json<User>, ApiError> {
     body.validate()?;
     let UpdateMeRequest {
@@ -163,7 +164,7 @@ pub async fn update(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     id: web::Path<Uuid>,
-    body: web::Json<AdminUpdateUserRequest>,
+    body: Body<AdminUpdateUserRequest>,
 ) -> Result<web::Json<User>, ApiError> {
     body.validate()?;
     let id = id.into_inner();

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
@@ -76,8 +77,25 @@ impl StoredUser {
 
 /// Trims and lower-cases an email so that `Ann@Example.com ` and
 /// `ann@example.com` are one account.
+/// The form an email is stored and compared in. NFKC first, so that
+/// compatibility look-alikes become what they imitate (fullwidth
+/// `ＡＮＮ@ｅｘａｍｐｌｅ.ｃｏｍ` is `ann@example.com`, and so taken by Ann);
+/// registration then refuses what is still not ASCII (see [`ascii_email`]).
 pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    email.nfkc().collect::<String>().trim().to_lowercase()
+}
+
+/// Addresses are ASCII: a Cyrillic `а` in `exаmple.com` survives NFKC and
+/// would make a second account that reads the same as someone else's.
+fn ascii_email(email: &str) -> Result<(), ValidationError> {
+    if email.is_ascii() {
+        Ok(())
+    } else {
+        Err(ValidationError::new("ascii").with_message(
+            "must be ASCII (internationalised addresses can imitate others and are not accepted)"
+                .into(),
+        ))
+    }
 }
 
 fn password_policy(password: &str) -> Result<(), ValidationError> {
@@ -108,8 +126,12 @@ fn display_name(name: &str) -> Result<(), ValidationError> {
 #[derive(Debug, Deserialize, Serialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[validate(email(message = "must be a valid email address"), length(max = 254))]
-    #[schema(example = "ann@example.com")]
+    #[validate(
+        email(message = "must be a valid email address"),
+        length(max = 254),
+        custom(function = "ascii_email")
+    )]
+    #[schema(example = "ann@example.com", format = Email, max_length = 254)]
     pub email: String,
     /// 8 to 128 characters.
     #[validate(custom(function = "password_policy"))]
@@ -120,7 +142,12 @@ pub struct RegisterRequest {
     )]
     pub password: String,
     #[validate(custom(function = "display_name"))]
-    #[schema(example = "Ann", min_length = 1, max_length = 100)]
+    #[schema(
+        example = "Ann",
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
 }
 
@@ -130,8 +157,14 @@ pub struct RegisterRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
     #[validate(custom(function = "display_name"))]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     #[validate(custom(function = "password_policy"))]
+    #[schema(min_length = 8, max_length = 128)]
     pub password: Option<String>,
     /// Required with `password`.
     pub current_password: Option<String>,

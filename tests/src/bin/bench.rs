@@ -419,6 +419,7 @@ async fn main() {
             auth_burst: 100_000,
             // As in a container: one actix worker per core.
             api_workers: 0,
+            ..GatewayOptions::default()
         },
     )
     .await;

@@ -280,7 +280,7 @@ impl Report {
 /// API processes behind nginx (the shipped gateway).
 enum Backend {
     Direct(TestStack),
-    BehindNginx(Gateway),
+    BehindNginx(Box<Gateway>),
 }
 
 struct Scenario {
@@ -304,7 +304,7 @@ impl Scenario {
         let gateway = Gateway::start(2).await;
         let apis = vec![Api::new(&gateway.nginx.base_url())];
         let key_prefix = gateway.key_prefix().to_owned();
-        Self::with_traffic_to(Backend::BehindNginx(gateway), key_prefix, apis).await
+        Self::with_traffic_to(Backend::BehindNginx(Box::new(gateway)), key_prefix, apis).await
     }
 
     async fn with_traffic_to(backend: Backend, key_prefix: String, apis: Vec<Api>) -> Self {

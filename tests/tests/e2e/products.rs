@@ -518,7 +518,8 @@ async fn a_patch_needs_the_current_etag_in_if_match() {
     )
     .await;
     expect_problem(malformed, StatusCode::BAD_REQUEST, "invalid_if_match").await;
-    expect_problem(empty, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    // `{}` changes nothing (schemathesis_findings has the whole story).
+    assert_eq!(expect(empty, StatusCode::OK).await["name"], "Original");
     expect_problem(stock, StatusCode::BAD_REQUEST, "invalid_body").await;
     let new_etag = header(&fresh, "etag").expect("PATCH answers with the new ETag");
     let updated = expect(fresh, StatusCode::OK).await;
