@@ -2,7 +2,6 @@
 //! replicas, three Sentinels) and API instances on loopback, and talks HTTP.
 
 mod auth;
-mod authz;
 mod bench;
 mod concurrency;
 mod data_tier;
@@ -14,6 +13,8 @@ mod monitoring;
 mod operations;
 mod products;
 mod purchases;
+mod schemathesis_findings;
 mod scripts;
+mod security;
 mod support;
 mod users;

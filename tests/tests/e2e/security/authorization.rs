@@ -1,5 +1,6 @@
 //! The authorization matrix of every route of the API: anonymous callers,
-//! customers, another customer, and admins.
+//! customers, another customer, and admins; and mass assignment of fields
+//! that only the server sets.
 
 use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{Api, Session, expect, expect_problem};
@@ -364,4 +365,153 @@ async fn admins_may_use_every_route_including_other_users_purchases() {
     )
     .await;
     assert_eq!(owner["role"], "admin");
+}
+
+#[tokio::test]
+async fn fields_only_the_server_sets_are_refused_in_every_body_and_change_nothing() {
+    // Arrange
+    let world = World::new().await;
+    let (api, admin, owner) = (&world.api, &world.admin, &world.owner);
+    let (product, user) = (&world.product_id, owner.user_id);
+    let email = format!("mallory-{}@example.com", uuid::Uuid::new_v4().simple());
+    let registration = json!({"email": email, "password": "mallory-password", "name": "Mallory"});
+    let with = |base: &Value, field: &str, value: Value| {
+        let mut body = base.clone();
+        body[field] = value;
+        body
+    };
+    let new_product = json!({"sku": "MASS-1", "name": "Mass", "description": "", "price_cents": 1,
+                             "currency": "USD", "stock": 1, "category": "test"});
+    let mut attempts: Vec<(Route, Option<&str>)> = Vec::new();
+    for (field, value) in [
+        ("role", json!("admin")),
+        ("id", json!(uuid::Uuid::new_v4())),
+        ("created_at", json!("2000-01-01T00:00:00Z")),
+        ("disabled", json!(false)),
+        (
+            "password_hash",
+            json!("$argon2id$v=19$m=1,t=1,p=1$AAAA$AAAA"),
+        ),
+    ] {
+        attempts.push((
+            route(
+                Method::POST,
+                "/auth/register",
+                Some(with(&registration, field, value.clone())),
+            ),
+            None,
+        ));
+        attempts.push((
+            route(
+                Method::PATCH,
+                "/users/me",
+                Some(json!({"name": "Mallory", field: value.clone()})),
+            ),
+            Some(&owner.access_token),
+        ));
+    }
+    for (field, value) in [
+        ("email", json!("other@example.com")),
+        ("id", json!(uuid::Uuid::new_v4())),
+        ("created_at", json!("2000-01-01T00:00:00Z")),
+        ("password_hash", json!("x")),
+    ] {
+        attempts.push((
+            route(
+                Method::PATCH,
+                format!("/users/{user}"),
+                Some(json!({"role": "admin", field: value})),
+            ),
+            Some(&admin.access_token),
+        ));
+    }
+    for (field, value) in [
+        ("id", json!(uuid::Uuid::new_v4())),
+        ("created_at", json!("2000-01-01T00:00:00Z")),
+        ("updated_at", json!("2000-01-01T00:00:00Z")),
+        ("archived", json!(true)),
+        ("version", json!(7)),
+    ] {
+        attempts.push((
+            route(
+                Method::POST,
+                "/products",
+                Some(with(&new_product, field, value.clone())),
+            ),
+            Some(&admin.access_token),
+        ));
+        attempts.push((
+            route(
+                Method::PATCH,
+                format!("/products/{product}"),
+                Some(json!({"price_cents": 1, field: value})),
+            ),
+            Some(&admin.access_token),
+        ));
+    }
+    attempts.push((
+        route(
+            Method::PATCH,
+            format!("/products/{product}"),
+            Some(json!({"stock": 1_000_000})),
+        ),
+        Some(&admin.access_token),
+    ));
+    for line_field in ["unit_price_cents", "price_cents", "name"] {
+        attempts.push((
+            route(
+                Method::POST,
+                "/purchases",
+                Some(json!({"items": [{"product_id": product, "quantity": 1, line_field: 1}]})),
+            ),
+            Some(&owner.access_token),
+        ));
+    }
+    for (field, value) in [
+        ("total_cents", json!(1)),
+        ("user_id", json!(uuid::Uuid::new_v4())),
+        ("status", json!("cancelled")),
+        ("id", json!(uuid::Uuid::new_v4())),
+    ] {
+        attempts.push((
+            route(
+                Method::POST,
+                "/purchases",
+                Some(json!({"items": [{"product_id": product, "quantity": 1}], field: value})),
+            ),
+            Some(&owner.access_token),
+        ));
+    }
+
+    for (route, token) in &attempts {
+        // Act
+        let response = route.send(api, *token).await;
+
+        // Assert: an unknown field is a 400 naming it.
+        let body = expect_problem(response, StatusCode::BAD_REQUEST, "invalid_body").await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("unknown field")),
+            "{}: {body}",
+            route.name()
+        );
+    }
+    world.assert_untouched().await;
+    expect_problem(
+        api.login(&email, "mallory-password").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let purchases = expect(
+        api.list_purchases(&owner.access_token, "").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        crate::support::ids(&purchases),
+        [world.purchase_id.as_str()]
+    );
+    assert!(attempts.len() >= 30, "{} attempts", attempts.len());
 }

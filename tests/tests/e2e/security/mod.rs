@@ -1,0 +1,45 @@
+//! Attacks and abuse, against the real stack (issue 6). One module per
+//! category; `cargo nextest list security::` counts them.
+//!
+//! - `tokens`: forged, altered, expired, not-yet-valid, incomplete and
+//!   misused tokens, and tokens of ended sessions, on every replica;
+//! - `authorization`: every route for anonymous callers, customers, another
+//!   customer and admins, and mass assignment;
+//! - `brute_force`: nginx's per-address brake, the per-account lock and its
+//!   bounds, and the timing of wrong email vs wrong password;
+//! - `input`: huge, deep, malformed and out-of-range input, all 4xx with
+//!   nothing written;
+//! - `surface`: what an attacker can reach: Redis without a password,
+//!   metrics, headers, the body of a 500.
+//!
+//! What schemathesis found (scripts/fuzz) has its regular tests in
+//! `schemathesis_findings`.
+
+mod authorization;
+mod brute_force;
+mod input;
+mod surface;
+mod tokens;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::Value;
+
+pub fn now_secs() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs();
+    i64::try_from(secs).expect("seconds fit in i64")
+}
+
+/// `claims` signed as the API would sign them if `secret` were its key.
+pub fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a token can be signed")
+}
