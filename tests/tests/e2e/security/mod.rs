@@ -10,13 +10,16 @@
 //! - `input`: huge, deep, malformed and out-of-range input, all 4xx with
 //!   nothing written;
 //! - `surface`: what an attacker can reach: Redis without a password,
-//!   metrics, headers, the body of a 500.
+//!   metrics, headers, the body of a 500;
+//! - `dependencies`: the cargo-deny audit (scripts/audit) catches an
+//!   advisory against a crate we lock.
 //!
 //! What schemathesis found (scripts/fuzz) has its regular tests in
 //! `schemathesis_findings`.
 
 mod authorization;
 mod brute_force;
+mod dependencies;
 mod input;
 mod surface;
 mod tokens;
