@@ -205,7 +205,12 @@ impl MethodTable {
                 .collect();
                 (segments, methods.join(", "))
             })
-            .collect();
+            .collect::<Vec<(Vec<Option<String>>, String)>>();
+        let mut paths = paths;
+        // `/users/me` before `/users/{id}`: the most literal segments win.
+        paths.sort_by_key(|(segments, _)| {
+            std::cmp::Reverse(segments.iter().filter(|s| s.is_some()).count())
+        });
         Self { paths }
     }
 

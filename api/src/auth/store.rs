@@ -145,12 +145,17 @@ impl SessionStore<'_> {
         self.redis.write::<()>("session_revoke", &pipe).await
     }
 
-    /// Seconds the account is still locked for, if it is.
+    /// Seconds the account is still locked for, if it is, rounded up: `TTL`
+    /// would round a lock with under half a second left down to 0 and lift
+    /// it early.
     pub async fn lock_remaining(&self, email: &str) -> Result<Option<u64>, RedisError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("TTL").arg(self.keys.login_lock(email));
-        let (ttl,): (i64,) = self.redis.read_master("login_lock", &pipe).await?;
-        Ok(u64::try_from(ttl).ok().filter(|ttl| *ttl > 0))
+        pipe.cmd("PTTL").arg(self.keys.login_lock(email));
+        let (pttl,): (i64,) = self.redis.read_master("login_lock", &pipe).await?;
+        Ok(u64::try_from(pttl)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| ms.div_ceil(1000)))
     }
 
     /// Counts a failure; from the `login_max_failures`-th on, locks the account

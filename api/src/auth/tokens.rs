@@ -61,7 +61,9 @@ impl Tokens {
         let key = secret.expose_secret().as_bytes();
         // Only HS256 is accepted: `alg: none` and algorithm swaps are rejected.
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        // (jsonwebtoken knows `exp`, `nbf`, `sub`...; `iat`, `sid`, `role` and
+        // `jti` are required by `Claims` itself.)
+        validation.set_required_spec_claims(&["exp", "sub"]);
         // We never issue `nbf`, but a token that carries one is held to it.
         validation.validate_nbf = true;
         validation.leeway = CLOCK_LEEWAY_SECS;

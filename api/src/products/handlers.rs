@@ -205,6 +205,9 @@ pub async fn update(
         && body.price_cents.is_none()
         && body.category.is_none()
     {
+        if current.archived {
+            return Err(archived_conflict());
+        }
         return Ok(with_etag(HttpResponse::Ok(), &current));
     }
     let changes = ProductChanges {
@@ -216,10 +219,7 @@ pub async fn update(
     match products.update(&current, expected, changes).await? {
         ProductWrite::Done(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
         ProductWrite::Missing => Err(not_found()),
-        ProductWrite::Archived => Err(ApiError::conflict(
-            "product_archived",
-            "archived products cannot be changed",
-        )),
+        ProductWrite::Archived => Err(archived_conflict()),
         ProductWrite::VersionChanged(version) => Err(ApiError::PreconditionFailed {
             current: format!("\"{version}\""),
         }),
@@ -227,6 +227,10 @@ pub async fn update(
             "unexpected update outcome {other:?}"
         ))),
     }
+}
+
+fn archived_conflict() -> ApiError {
+    ApiError::conflict("product_archived", "archived products cannot be changed")
 }
 
 /// Add or remove stock (admin).

@@ -7,7 +7,8 @@
 //! reports anything.
 //!
 //! `fuzz --examples N` sets schemathesis' examples per operation (default
-//! 10, what the test suite runs); `--max-time S` bounds each run;
+//! 10, what the test suite runs); `--max-time S` gives each run a budget
+//! that schemathesis spends fuzzing;
 //! `--seed S` repeats a run. Reports (JUnit, and the cassette of every
 //! request) go to `target/schemathesis/<identity>/`.
 

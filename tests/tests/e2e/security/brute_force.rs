@@ -45,10 +45,12 @@ async fn nginx_brakes_sign_ins_per_client_address_with_retry_after() {
             .expect("a client")
     };
     let (attacker, bystander) = (client_from(1), client_from(2));
-    let body = json!({"email": "nobody@example.com", "password": "wrong-password"});
+    // Another email each time: only nginx (per address), not the API's
+    // per-account lock, can refuse these.
+    let body = |n: usize| json!({"email": format!("nobody-{n}@example.com"), "password": "wrong-password"});
 
     // Act: 40 sign-ins at once from the attacker's address, then one from the bystander's.
-    let attempts = join_all((0..40).map(|_| attacker.post(&url).json(&body).send())).await;
+    let attempts = join_all((0..40).map(|n| attacker.post(&url).json(&body(n)).send())).await;
     let bystander_attempt = bystander
         .post(&url)
         .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
@@ -69,7 +71,24 @@ async fn nginx_brakes_sign_ins_per_client_address_with_retry_after() {
     assert!(limited.len() >= 20, "{} limited", limited.len());
     let first = limited.into_iter().next().expect("one limited");
     assert!(retry_after(&first) >= 1);
-    expect_problem(first, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(
+            header(&first, name).as_deref(),
+            Some(value),
+            "{name} on nginx's 429"
+        );
+    }
+    let problem = expect_problem(first, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("from this address")),
+        "nginx's 429, not the API's: {problem}"
+    );
     expect(bystander_attempt, StatusCode::OK).await;
 }
 
