@@ -72,14 +72,12 @@ pub fn complete(openapi: &mut utoipa::openapi::OpenApi, currency: &str) {
             complete_operation(operation, auth_route);
         }
     }
-    if let Some(components) = openapi.components.as_mut() {
-        for name in ["CreateProductRequest"] {
-            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name)
-                && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut("currency")
-            {
-                field.enum_values = Some(vec![currency.into()]);
-            }
-        }
+    if let Some(components) = openapi.components.as_mut()
+        && let Some(RefOr::T(Schema::Object(object))) =
+            components.schemas.get_mut("CreateProductRequest")
+        && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut("currency")
+    {
+        field.enum_values = Some(vec![currency.into()]);
     }
 }
 
@@ -184,7 +182,7 @@ pub struct MethodTable {
 
 impl MethodTable {
     pub fn new(openapi: &utoipa::openapi::OpenApi) -> Self {
-        let paths = openapi
+        let mut paths: Vec<(Vec<Option<String>>, String)> = openapi
             .paths
             .paths
             .iter()
@@ -205,8 +203,7 @@ impl MethodTable {
                 .collect();
                 (segments, methods.join(", "))
             })
-            .collect::<Vec<(Vec<Option<String>>, String)>>();
-        let mut paths = paths;
+            .collect();
         // `/users/me` before `/users/{id}`: the most literal segments win.
         paths.sort_by_key(|(segments, _)| {
             std::cmp::Reverse(segments.iter().filter(|s| s.is_some()).count())

@@ -78,12 +78,7 @@ async fn send_raw(
     let response = request.send().await.expect("the API answers");
     let status = response.status();
     let content_type = crate::support::header(&response, "content-type").unwrap_or_default();
-    assert_eq!(
-        content_type,
-        "application/problem+json",
-        "{method_path}",
-        method_path = path
-    );
+    assert_eq!(content_type, "application/problem+json", "{path}");
     status
 }
 

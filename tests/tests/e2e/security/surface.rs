@@ -6,7 +6,7 @@ use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{Api, expect_problem};
 use evergreen_tests::gateway::Gateway;
 use redis::AsyncCommands;
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 
 use crate::support::header;
 
@@ -120,51 +120,43 @@ async fn the_gateway_sends_security_headers_hides_versions_metrics_and_speaks_pr
     let api = Api::new(&gateway.nginx.base_url());
     let big_body = vec![b'x'; 300 * 1024];
     let huge_header = "h".repeat(20 * 1024);
+    let send = |request: RequestBuilder| async { request.send().await.expect("answers") };
 
     // Act: the API's answers, and the answers nginx makes itself.
     let answers = vec![
         ("an API 200", api.list_products("").await, StatusCode::OK),
         (
             "/metrics",
-            api.raw(Method::GET, "/metrics")
-                .send()
-                .await
-                .expect("answers"),
+            send(api.raw(Method::GET, "/metrics")).await,
             StatusCode::NOT_FOUND,
         ),
         (
             "/stub_status",
-            api.raw(Method::GET, "/stub_status")
-                .send()
-                .await
-                .expect("answers"),
+            send(api.raw(Method::GET, "/stub_status")).await,
             StatusCode::NOT_FOUND,
         ),
         (
             "a 300 KiB body",
-            api.raw(Method::POST, "/api/v1/auth/login")
-                .header("Content-Type", "application/json")
-                .body(big_body)
-                .send()
-                .await
-                .expect("answers"),
+            send(
+                api.raw(Method::POST, "/api/v1/auth/login")
+                    .header("Content-Type", "application/json")
+                    .body(big_body),
+            )
+            .await,
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
         (
             "a 20 KiB header",
-            api.raw(Method::GET, "/api/v1/products")
-                .header("X-Padding", huge_header)
-                .send()
-                .await
-                .expect("answers"),
+            send(
+                api.raw(Method::GET, "/api/v1/products")
+                    .header("X-Padding", huge_header),
+            )
+            .await,
             StatusCode::BAD_REQUEST,
         ),
         (
             "TRACE",
-            api.raw(Method::TRACE, "/api/v1/users/me")
-                .send()
-                .await
-                .expect("answers"),
+            send(api.raw(Method::TRACE, "/api/v1/users/me")).await,
             StatusCode::METHOD_NOT_ALLOWED,
         ),
     ];
