@@ -1,27 +1,41 @@
 -- Rotates a session's refresh token, or revokes the session on reuse.
--- KEYS[1]  session hash (user_id, refresh_hash)
+-- KEYS[1]  session hash (user_id, refresh_hash, previous_hash, rotated_ms)
 -- ARGV[1]  SHA-256 of the presented refresh token
--- ARGV[2]  SHA-256 of the new refresh token
+-- ARGV[2]  SHA-256 of its successor (derived from it: always the same one)
 -- ARGV[3]  session lifetime in seconds (renewed)
 -- ARGV[4]  prefix of the per-user session sets (a set key is prefix .. user id)
 -- ARGV[5]  the session id
--- Returns  {'rotated', user_id} | {'missing'} | {'reused'}
+-- ARGV[6]  now (ms)                ARGV[7] reuse interval (ms)
+-- Returns  {'rotated', user_id, rotated_ms} | {'replayed', user_id, rotated_ms}
+--          | {'missing'} | {'reused'}
 -- Invariant: each refresh token works once. Presenting a rotated (or forged)
--- token of a live session means it leaked: the whole session ends. The
--- session id left in the user's session set is harmless (revocation skips it).
--- A renewed session is (back) in its user's session set, which lives at least
--- as long: a password change or a disable must find every live session.
-local current = redis.call('HGET', KEYS[1], 'refresh_hash')
+-- token of a live session means it leaked: the whole session ends. The one
+-- exception is a retry: the token rotated last, presented again within the
+-- reuse interval, gets the same successor again ('replayed'), because a
+-- client whose first answer was a 503 or was lost never saw that successor.
+-- The session id left in the user's session set is harmless (revocation
+-- skips it). A renewed session is (back) in its user's session set, which
+-- lives at least as long: a password change or a disable must find every
+-- live session.
+local session = redis.call('HMGET', KEYS[1], 'refresh_hash', 'previous_hash', 'rotated_ms',
+  'user_id')
+local current, previous, rotated_ms, user_id = session[1], session[2], session[3], session[4]
 if not current then
   return {'missing'}
 end
 if current ~= ARGV[1] then
+  if previous == ARGV[1] and current == ARGV[2]
+      and tonumber(ARGV[6]) - tonumber(rotated_ms) <= tonumber(ARGV[7]) then
+    -- A write, so that the caller's WAIT also covers the original rotation.
+    redis.call('HSET', KEYS[1], 'rotated_ms', rotated_ms)
+    return {'replayed', user_id, rotated_ms}
+  end
   redis.call('DEL', KEYS[1])
   return {'reused'}
 end
-redis.call('HSET', KEYS[1], 'refresh_hash', ARGV[2])
+redis.call('HSET', KEYS[1], 'refresh_hash', ARGV[2], 'previous_hash', ARGV[1],
+  'rotated_ms', ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-local user_id = redis.call('HGET', KEYS[1], 'user_id')
 redis.call('SADD', ARGV[4] .. user_id, ARGV[5])
 redis.call('EXPIRE', ARGV[4] .. user_id, ARGV[3])
-return {'rotated', user_id}
+return {'rotated', user_id, ARGV[6]}

@@ -118,6 +118,11 @@ pub struct AuthSettings {
     /// Lifetime of a session (and of its refresh token), renewed at each refresh.
     #[validate(range(min = 60, max = 31536000))]
     pub refresh_token_ttl_secs: u64,
+    /// How long after a rotation the previous refresh token still returns the
+    /// same new pair (a client retrying a refresh whose answer it never got)
+    /// instead of counting as reuse. 0 turns retries into reuse.
+    #[validate(range(max = 300))]
+    pub refresh_reuse_interval_secs: u64,
     /// Failed logins tolerated before the account is locked for a while.
     #[validate(range(min = 1, max = 1000))]
     pub login_max_failures: u64,

@@ -109,6 +109,11 @@ pub enum ApiError {
     /// The write was not confirmed; retrying with the same idempotency key is safe.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: Redis is full (`maxmemory` reached) and refuses writes; nothing
+    /// was written and reads still work. Retrying is safe; it succeeds once
+    /// an operator has made room (see the `RedisOutOfMemory` alert).
+    #[error("the store cannot take new writes right now (storage is full); retry later")]
+    StorageFull,
     /// 500: a bug or an unexpected state. Details are logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -116,6 +121,9 @@ pub enum ApiError {
 
 /// Seconds a client should wait before retrying a 503: about one Sentinel failover.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+/// Seconds before retrying when Redis is full: room is made by an operator,
+/// not by a failover, so retrying every 2 s would only add load.
+const STORAGE_FULL_RETRY_AFTER_SECS: u64 = 30;
 
 impl ApiError {
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -160,6 +168,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::Unavailable(_) => "service_unavailable",
+            Self::StorageFull => "storage_full",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -182,6 +191,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "Idempotency key reused",
             Self::TooManyRequests { .. } => "Too many requests",
             Self::Unavailable(_) => "Service unavailable",
+            Self::StorageFull => "Storage full",
             Self::Internal(_) => "Internal server error",
         }
     }
@@ -236,7 +246,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -262,6 +272,12 @@ impl ResponseError for ApiError {
                     HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
                 ));
             }
+            Self::StorageFull => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    HeaderValue::from(STORAGE_FULL_RETRY_AFTER_SECS),
+                ));
+            }
             _ => {}
         }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
@@ -278,6 +294,7 @@ impl From<RedisError> for ApiError {
                  Retry (with the same Idempotency-Key for purchases)"
                     .to_owned(),
             ),
+            RedisError::OutOfMemory => Self::StorageFull,
             RedisError::Unexpected(detail) => Self::Internal(detail),
         }
     }

@@ -9,7 +9,13 @@
 //! - [`redis`]: Sentinel-following pools, key names, Lua scripts.
 //! - [`auth`], [`users`], [`products`], [`purchases`]: one folder per resource:
 //!   `configure` (routes), handlers, model, store.
+//! - [`idempotency`]: the `Idempotency-Key` of writes that must not repeat.
 //! - [`telemetry`], [`metrics`], [`health`], [`openapi`], [`pagination`].
+
+// The Redis read path nests a few async fns (bounded -> read -> replicas ->
+// run); rustc's layout query of a handler's future goes deeper than the
+// default 128.
+#![recursion_limit = "256"]
 
 pub mod auth;
 pub mod body;
@@ -17,6 +23,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub sentinels_reachable: IntGauge,
     /// Replica reads that fell back to the master.
     pub replica_read_fallbacks: IntCounter,
+    /// Reads of a caller's own data (purchases) that the master could not
+    /// answer in time and a replica served (during a failover).
+    pub master_read_fallbacks: IntCounter,
 }
 
 const NAMESPACE: &str = "evergreen";
@@ -52,7 +55,7 @@ const NAMESPACE: &str = "evergreen";
 /// `reason` label values of `evergreen_logins_failed_total`.
 pub const LOGIN_FAILURE_REASONS: [&str; 3] = ["credentials", "locked", "disabled"];
 /// `kind` label values of `evergreen_redis_errors_total`.
-const REDIS_ERROR_KINDS: [&str; 3] = ["unavailable", "unconfirmed", "unexpected"];
+const REDIS_ERROR_KINDS: [&str; 4] = ["unavailable", "unconfirmed", "out_of_memory", "unexpected"];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -158,6 +161,10 @@ impl Metrics {
                 "redis_replica_read_fallbacks_total",
                 "Reads meant for a replica that went to the master",
             ),
+            master_read_fallbacks: counter(
+                "redis_master_read_fallbacks_total",
+                "Reads meant for the master that a replica served",
+            ),
             logins_failed,
             redis_duration,
             redis_errors,
@@ -190,6 +197,7 @@ impl Metrics {
             Ok(_) => "ok",
             Err(RedisError::Unavailable(_)) => "unavailable",
             Err(RedisError::Unconfirmed) => "unconfirmed",
+            Err(RedisError::OutOfMemory) => "out_of_memory",
             Err(RedisError::Unexpected(_)) => "unexpected",
         };
         self.redis_duration

@@ -158,9 +158,21 @@ impl Api {
         }
         Self::send(builder).await
     }
+    /// A stock delta under a fresh `Idempotency-Key`.
     pub async fn add_stock(&self, token: &str, id: &str, delta: i64) -> Response {
+        self.add_stock_with_key(token, id, delta, &uuid::Uuid::new_v4().to_string())
+            .await
+    }
+    pub async fn add_stock_with_key(
+        &self,
+        token: &str,
+        id: &str,
+        delta: i64,
+        key: &str,
+    ) -> Response {
         Self::send(
             self.authed(Method::POST, &format!("/products/{id}/stock"), token)
+                .header("Idempotency-Key", key)
                 .json(&json!({"delta": delta})),
         )
         .await

@@ -127,13 +127,16 @@ pub async fn login(
 }
 
 /// Exchange a refresh token for a new pair. Each refresh token works once;
-/// presenting an already used one ends the whole session.
+/// presenting an already used one ends the whole session, except within a
+/// short reuse interval after its rotation: a retry (after a 503 or a lost
+/// answer) gets the same new pair again.
 #[utoipa::path(
     tag = "auth",
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New token pair", body = TokenPair),
         (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not confirmed; retry with the same refresh token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/refresh")]
@@ -143,19 +146,27 @@ pub async fn refresh(
 ) -> Result<web::Json<TokenPair>, ApiError> {
     body.validate()?;
     let presented = body.into_inner().refresh_token;
-    let session_id = tokens::refresh_token_session(&presented)
-        .ok_or_else(|| ApiError::Unauthorized("refresh token is malformed".to_owned()))?;
-    let new_token = tokens::new_refresh_token(session_id);
+    let (Some(session_id), Some(successor)) = (
+        tokens::refresh_token_session(&presented),
+        state.tokens.successor_of(&presented),
+    ) else {
+        return Err(ApiError::Unauthorized(
+            "refresh token is malformed".to_owned(),
+        ));
+    };
     let rotation = state
         .sessions()
         .rotate(
             session_id,
             &tokens::digest(&presented),
-            &tokens::digest(&new_token),
+            &tokens::digest(&successor),
         )
         .await?;
-    let user_id = match rotation {
-        Rotation::Rotated { user_id } => user_id,
+    let (user_id, rotated_at_ms) = match rotation {
+        Rotation::Rotated {
+            user_id,
+            rotated_at_ms,
+        } => (user_id, rotated_at_ms),
         Rotation::Missing => {
             return Err(ApiError::Unauthorized(
                 "refresh token is invalid or expired".to_owned(),
@@ -173,7 +184,19 @@ pub async fn refresh(
         .check(session_id, user_id)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the account is disabled".to_owned()))?;
-    token_pair(&state, user_id, session_id, live.role, new_token).map(web::Json)
+    let rotated_at_secs = rotated_at_ms / 1000;
+    let access_token = state
+        .tokens
+        .issue_rotated_access(user_id, session_id, live.role, &presented, rotated_at_secs)
+        .map_err(|e| ApiError::Internal(format!("cannot sign token: {e}")))?;
+    let expires_at = rotated_at_secs + state.tokens.access_ttl_secs;
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    Ok(web::Json(TokenPair {
+        access_token,
+        refresh_token: successor,
+        token_type: "Bearer",
+        expires_in: expires_at.saturating_sub(now),
+    }))
 }
 
 /// End the current session: its access and refresh tokens stop working on every replica.

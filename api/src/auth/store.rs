@@ -19,9 +19,11 @@ pub struct SessionStore<'a> {
 /// Result of presenting a refresh token.
 #[derive(Debug)]
 pub enum Rotation {
-    Rotated {
-        user_id: Uuid,
-    },
+    /// The presented token was current and now has its successor; or it was
+    /// the one rotated last and comes back within the reuse interval (a
+    /// retry), in which case nothing changed. Either way the caller hands out
+    /// the successor pair of the rotation made at `rotated_at_ms`.
+    Rotated { user_id: Uuid, rotated_at_ms: u64 },
     /// No such session (expired, logged out, or never existed).
     Missing,
     /// A rotated token was presented again: the session has been ended.
@@ -99,32 +101,42 @@ impl SessionStore<'_> {
         }
     }
 
+    /// Replaces the presented refresh token (by digest) with its successor.
     pub async fn rotate(
         &self,
         session_id: Uuid,
         presented_hash: &str,
-        new_hash: &str,
+        successor_hash: &str,
     ) -> Result<Rotation, RedisError> {
         let mut pipe = redis::pipe();
         pipe.add_command(
             scripts::REFRESH_SESSION
                 .call(&[self.keys.session(session_id)])
                 .arg(presented_hash)
-                .arg(new_hash)
+                .arg(successor_hash)
                 .arg(self.settings.refresh_token_ttl_secs)
                 .arg(self.keys.user_sessions_prefix())
                 .arg(session_id.to_string())
+                .arg(chrono::Utc::now().timestamp_millis())
+                .arg(self.settings.refresh_reuse_interval_secs * 1000)
                 .to_owned(),
         );
         let (reply,): (Vec<Value>,) = self.redis.write("session_refresh", &pipe).await?;
-        let tag = reply.first().and_then(value::text);
-        match (tag.as_deref(), reply.get(1).and_then(value::text)) {
-            (Some("rotated"), Some(user)) => user
-                .parse()
-                .map(|user_id| Rotation::Rotated { user_id })
-                .map_err(|_| RedisError::Unexpected("session holds an invalid user id".to_owned())),
-            (Some("missing"), _) => Ok(Rotation::Missing),
-            (Some("reused"), _) => Ok(Rotation::Reused),
+        let text = |index: usize| reply.get(index).and_then(value::text);
+        match (text(0).as_deref(), text(1), text(2)) {
+            (Some("rotated" | "replayed"), Some(user), Some(rotated_ms)) => {
+                match (user.parse(), rotated_ms.parse()) {
+                    (Ok(user_id), Ok(rotated_at_ms)) => Ok(Rotation::Rotated {
+                        user_id,
+                        rotated_at_ms,
+                    }),
+                    _ => Err(RedisError::Unexpected(
+                        "session holds an invalid user id or time".to_owned(),
+                    )),
+                }
+            }
+            (Some("missing"), _, _) => Ok(Rotation::Missing),
+            (Some("reused"), _, _) => Ok(Rotation::Reused),
             _ => Err(RedisError::Unexpected(
                 "refresh script: unexpected reply".to_owned(),
             )),

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -37,6 +38,9 @@ pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Keyed with the JWT secret: derives what a rotation hands out from the
+    /// refresh token presented, so that a retried refresh gets the same pair.
+    rotation_key: Hmac<Sha256>,
     /// Lifetime of access tokens, in seconds.
     pub access_ttl_secs: u64,
 }
@@ -71,22 +75,73 @@ impl Tokens {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
             validation,
+            rotation_key: Hmac::new_from_slice(key).expect("HMAC takes a key of any length"),
             access_ttl_secs,
         }
     }
 
+    /// A new access token, issued now (sign-in).
     pub fn issue_access(
         &self,
         user_id: Uuid,
         session_id: Uuid,
         role: Role,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let iat = now_secs();
+        self.encode(user_id, session_id, role, Uuid::new_v4(), now_secs())
+    }
+
+    /// The access token a refresh hands out with [`Self::successor_of`]`(presented)`,
+    /// the rotation having happened at `rotated_at_secs`. The same inputs give
+    /// the same token (HS256 is deterministic), so a retried refresh returns
+    /// the very pair the first one issued.
+    pub fn issue_rotated_access(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        role: Role,
+        presented: &str,
+        rotated_at_secs: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let derived = self.derive(b"access-jti", presented);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&derived[..16]);
+        let jti = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        self.encode(user_id, session_id, role, jti, rotated_at_secs)
+    }
+
+    /// The refresh token that replaces `presented` (of the same session):
+    /// an HMAC of it under the server's key. Always the same for the same
+    /// token, unpredictable without the key.
+    pub fn successor_of(&self, presented: &str) -> Option<String> {
+        let session_id = refresh_token_session(presented)?;
+        let secret = self.derive(b"refresh-successor", presented);
+        Some(format!(
+            "rt.{session_id}.{}",
+            URL_SAFE_NO_PAD.encode(secret)
+        ))
+    }
+
+    fn derive(&self, purpose: &[u8], presented: &str) -> [u8; 32] {
+        let mut mac = self.rotation_key.clone();
+        mac.update(purpose);
+        mac.update(&[0]);
+        mac.update(presented.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn encode(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        role: Role,
+        jti: Uuid,
+        iat: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             sub: user_id,
             sid: session_id,
             role,
-            jti: Uuid::new_v4(),
+            jti,
             iat,
             exp: iat + self.access_ttl_secs,
         };
@@ -179,6 +234,28 @@ mod tests {
                 .verify_access(&format!("{header}.{claims}."))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_rotation_hands_out_the_same_pair_for_the_same_token_and_key_only() {
+        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let presented = new_refresh_token(session);
+        let successor = tokens().successor_of(&presented).expect("well-formed");
+        assert_eq!(refresh_token_session(&successor), Some(session));
+        assert_eq!(tokens().successor_of(&presented), Some(successor.clone()));
+        assert_ne!(tokens().successor_of(&successor), Some(successor.clone()));
+        let other_key = Tokens::new(
+            &SecretString::from("another-key-0123456789-abcdefghijk"),
+            60,
+        );
+        assert_ne!(other_key.successor_of(&presented), Some(successor));
+        let access = |t: &Tokens| {
+            t.issue_rotated_access(user, session, Role::Customer, &presented, now_secs())
+                .expect("encode")
+        };
+        assert_eq!(access(&tokens()), access(&tokens()));
+        assert!(tokens().verify_access(&access(&tokens())).is_ok());
+        assert_eq!(tokens().successor_of("rt.not-a-session.x"), None);
     }
 
     #[test]

@@ -8,10 +8,13 @@ use validator::Validate;
 use super::model::{
     CreateProductRequest, ListProductsQuery, Product, StockDeltaRequest, UpdateProductRequest,
 };
-use super::store::{NewProduct, ProductChanges, ProductFilter, ProductWrite};
+use super::store::{
+    NewProduct, ProductChanges, ProductFilter, ProductWrite, StockDelta, StockOutcome,
+};
 use crate::auth::Admin;
 use crate::body::Body;
 use crate::error::{ApiError, Problem};
+use crate::idempotency::{self, IDEMPOTENT_REPLAYED, IdempotencyKey};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::startup::AppState;
 
@@ -223,9 +226,6 @@ pub async fn update(
         ProductWrite::VersionChanged(version) => Err(ApiError::PreconditionFailed {
             current: format!("\"{version}\""),
         }),
-        other => Err(ApiError::Internal(format!(
-            "unexpected update outcome {other:?}"
-        ))),
     }
 }
 
@@ -233,37 +233,59 @@ fn archived_conflict() -> ApiError {
     ApiError::conflict("product_archived", "archived products cannot be changed")
 }
 
-/// Add or remove stock (admin).
+/// Add or remove stock (admin). Requires `Idempotency-Key`: a retry with the
+/// same key and body returns the product as the first request left it (with
+/// `Idempotent-Replayed: true`) instead of applying the delta twice.
 #[utoipa::path(
     tag = "products",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Product id")),
+    params(
+        ("id" = Uuid, Path, description = "Product id"),
+        ("Idempotency-Key" = String, Header, description = "Unique per change, e.g. a UUID; kept 24 h per admin", pattern = "^[\\x21-\\x7E]{1,255}$"),
+    ),
     request_body = StockDeltaRequest,
     responses(
-        (status = 200, body = Product),
+        (status = 200, body = Product, headers(("ETag" = String), ("Idempotent-Replayed" = String))),
+        (status = 400, description = "Missing Idempotency-Key or malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Stock would go below zero", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Out-of-range delta, or key reused with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not confirmed; retry with the same key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/products/{id}/stock")]
 pub async fn add_stock(
     state: web::Data<AppState>,
-    _admin: Admin,
+    admin: Admin,
     id: web::Path<Uuid>,
     body: Body<StockDeltaRequest>,
+    key: IdempotencyKey,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
-    let id = id.into_inner();
-    match state.products().add_stock(id, body.delta).await? {
-        ProductWrite::Done(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
-        ProductWrite::Missing => Err(not_found()),
-        ProductWrite::Insufficient(available) => Err(ApiError::InsufficientStock {
-            product_id: id,
+    let product_id = id.into_inner();
+    let change = StockDelta {
+        product_id,
+        delta: body.delta,
+        admin_id: admin.0.user_id,
+        idempotency_key: &key.0,
+        fingerprint: &idempotency::fingerprint(&(product_id, body.delta)),
+        key_ttl_secs: state.store.idempotency_key_ttl_secs,
+    };
+    match state.products().add_stock(change).await? {
+        StockOutcome::Applied(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
+        StockOutcome::Replayed(product) => {
+            let mut response = HttpResponse::Ok();
+            response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+            Ok(with_etag(response, &product))
+        }
+        StockOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        StockOutcome::Missing => Err(not_found()),
+        StockOutcome::Insufficient(available) => Err(ApiError::InsufficientStock {
+            product_id,
             available,
         }),
-        ProductWrite::TooLarge(current) => Err(ApiError::invalid_field(
+        StockOutcome::TooLarge(current) => Err(ApiError::invalid_field(
             "delta",
             "range",
             format!(
@@ -271,9 +293,6 @@ pub async fn add_stock(
                 super::model::MAX_STOCK
             ),
         )),
-        other => Err(ApiError::Internal(format!(
-            "unexpected stock outcome {other:?}"
-        ))),
     }
 }
 

@@ -88,10 +88,36 @@ pub enum ProductWrite {
     Archived,
     /// The product is at another version (ETag) than the caller expected.
     VersionChanged(u64),
+}
+
+/// What a stock delta did.
+// Returned once per request and matched at once: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum StockOutcome {
+    Applied(Product),
+    /// The key was used before with the same request: the product as that
+    /// first request left it.
+    Replayed(Product),
+    /// The key was used with another product or delta.
+    KeyReused,
+    Missing,
     /// Stock would go below zero; holds the current stock.
     Insufficient(i64),
     /// Stock would exceed the maximum; holds the current stock.
     TooLarge(i64),
+}
+
+/// A stock delta ready for the script.
+#[derive(Debug)]
+pub struct StockDelta<'a> {
+    pub product_id: Uuid,
+    pub delta: i64,
+    pub admin_id: Uuid,
+    pub idempotency_key: &'a str,
+    /// See [`crate::idempotency::fingerprint`].
+    pub fingerprint: &'a str,
+    pub key_ttl_secs: u64,
 }
 
 fn now() -> (String, i64) {
@@ -361,12 +387,41 @@ impl ProductStore<'_> {
         self.versioned_write("product_archive", call).await
     }
 
-    /// Adds `delta` to the stock, never below zero.
-    pub async fn add_stock(&self, id: Uuid, delta: i64) -> Result<ProductWrite, RedisError> {
+    /// Adds the delta to the stock, never below zero, once per key.
+    pub async fn add_stock(&self, change: StockDelta<'_>) -> Result<StockOutcome, RedisError> {
         let (timestamp, _) = now();
-        let mut call = scripts::STOCK_DELTA.call(&[self.keys.product(id)]);
-        call.arg(delta).arg(MAX_STOCK).arg(timestamp);
-        self.versioned_write("product_stock", call).await
+        let mut call = scripts::STOCK_DELTA.call(&[
+            self.keys.product(change.product_id),
+            self.keys
+                .stock_idempotency(change.admin_id, change.idempotency_key),
+        ]);
+        call.arg(change.delta)
+            .arg(MAX_STOCK)
+            .arg(timestamp)
+            .arg(change.fingerprint)
+            .arg(change.key_ttl_secs);
+        let mut pipe = redis::pipe();
+        pipe.add_command(call);
+        let (reply,): (Vec<Value>,) = self.redis.write("product_stock", &pipe).await?;
+        let current = || {
+            reply
+                .get(1)
+                .and_then(value::text)
+                .and_then(|t| t.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let product = || Product::from_fields(&value::map(reply.get(1).unwrap_or(&Value::Nil)));
+        match reply.first().and_then(value::text).as_deref() {
+            Some("ok") => product().map(StockOutcome::Applied),
+            Some("replayed") => product().map(StockOutcome::Replayed),
+            Some("key_reused") => Ok(StockOutcome::KeyReused),
+            Some("missing") => Ok(StockOutcome::Missing),
+            Some("insufficient") => Ok(StockOutcome::Insufficient(current())),
+            Some("too_large") => Ok(StockOutcome::TooLarge(current())),
+            _ => Err(RedisError::Unexpected(
+                "stock script: unexpected reply".to_owned(),
+            )),
+        }
     }
 
     async fn versioned_write(
@@ -388,12 +443,6 @@ impl ProductStore<'_> {
             (Some(tag), current) if tag == "version" => Ok(ProductWrite::VersionChanged(
                 number(current).unwrap_or(0) as u64,
             )),
-            (Some(tag), current) if tag == "insufficient" => {
-                Ok(ProductWrite::Insufficient(number(current).unwrap_or(0)))
-            }
-            (Some(tag), current) if tag == "too_large" => {
-                Ok(ProductWrite::TooLarge(number(current).unwrap_or(0)))
-            }
             _ => Err(RedisError::Unexpected(format!("{op}: unexpected reply"))),
         }
     }

@@ -2,9 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::header::{HeaderName, LOCATION};
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use sha2::{Digest, Sha256};
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpResponse, get, post, web};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -15,35 +14,16 @@ use super::store::{CancelOutcome, Order, PurchaseOutcome};
 use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::{ApiError, Problem};
+use crate::idempotency::{self, IDEMPOTENT_REPLAYED, IdempotencyKey};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::redis::RedisError;
 use crate::startup::AppState;
 
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// Longest a response waits for its idempotency record to be settled.
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn not_found() -> ApiError {
     ApiError::NotFound("purchase not found".to_owned())
-}
-
-/// 1 to 255 visible ASCII characters, e.g. a UUID chosen by the client.
-fn idempotency_key(request: &HttpRequest) -> Result<String, ApiError> {
-    let header = request.headers().get(IDEMPOTENCY_KEY).ok_or_else(|| {
-        ApiError::bad_request(
-            "idempotency_key_missing",
-            "the Idempotency-Key header is required (e.g. a fresh UUID per order)",
-        )
-    })?;
-    let key = header.to_str().unwrap_or_default();
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::bad_request(
-            "idempotency_key_invalid",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        ));
-    }
-    Ok(key.to_owned())
 }
 
 /// Adds up lines for the same product, in a stable order.
@@ -96,16 +76,13 @@ fn created(purchase: &Purchase, replayed: bool) -> HttpResponse {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    request: HttpRequest,
     body: Body<CreatePurchaseRequest>,
+    key: IdempotencyKey,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&request)?;
+    let IdempotencyKey(key) = key;
     body.validate()?;
     let lines = merge_lines(&body)?;
-    let fingerprint: String = Sha256::digest(serde_json::to_vec(&*body).unwrap_or_default())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let fingerprint = idempotency::fingerprint(&*body);
     let order = Order {
         user_id: caller.user_id,
         idempotency_key: &key,
@@ -247,15 +224,18 @@ pub async fn get(
     Ok(web::Json(purchase))
 }
 
-/// Cancel a purchase and put its items back in stock, once.
+/// Cancel a purchase and put its items back in stock, once. Safe to retry:
+/// the session that cancelled it gets the cancelled purchase again (200,
+/// `Idempotent-Replayed: true`); anyone else gets 409.
 #[utoipa::path(
     tag = "purchases",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Purchase id")),
     responses(
-        (status = 200, body = Purchase),
+        (status = 200, body = Purchase, headers(("Idempotent-Replayed" = String, description = "`true` when this session had cancelled it already"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already cancelled by another session", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not confirmed; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/purchases/{id}/cancel")]
@@ -263,21 +243,24 @@ pub async fn cancel(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<Uuid>,
-) -> Result<web::Json<Purchase>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let purchases = state.purchases();
     let purchase = purchases.get(*id).await?.ok_or_else(not_found)?;
     if purchase.user_id != caller.user_id && !caller.is_admin() {
         return Err(not_found());
     }
-    match purchases.cancel(&purchase).await? {
+    match purchases.cancel(&purchase, caller.session_id).await? {
         CancelOutcome::Cancelled(purchase) => {
             state.metrics.cancellations.inc();
-            Ok(web::Json(purchase))
+            Ok(HttpResponse::Ok().json(purchase))
         }
+        CancelOutcome::Replayed(purchase) => Ok(HttpResponse::Ok()
+            .insert_header((IDEMPOTENT_REPLAYED, "true"))
+            .json(purchase)),
         CancelOutcome::Missing => Err(not_found()),
         CancelOutcome::AlreadyCancelled => Err(ApiError::conflict(
             "already_cancelled",
-            "this purchase is already cancelled",
+            "this purchase was already cancelled by another session",
         )),
     }
 }

@@ -50,7 +50,10 @@ pub enum PurchaseOutcome {
 #[derive(Debug)]
 pub enum CancelOutcome {
     Cancelled(Purchase),
+    /// This session had cancelled it already: the same cancelled purchase.
+    Replayed(Purchase),
     Missing,
+    /// Cancelled by someone else (another session).
     AlreadyCancelled,
 }
 
@@ -153,7 +156,7 @@ impl PurchaseStore<'_> {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(self.keys.purchase(id));
         let (fields,): (HashMap<String, String>,) =
-            self.redis.read_master("purchase_get", &pipe).await?;
+            self.redis.read_latest("purchase_get", &pipe).await?;
         if fields.is_empty() {
             Ok(None)
         } else {
@@ -179,7 +182,7 @@ impl PurchaseStore<'_> {
             .arg("LIMIT")
             .arg(0)
             .arg(limit + 1);
-        let (mut members,): (Vec<String>,) = self.redis.read_master("purchase_list", &pipe).await?;
+        let (mut members,): (Vec<String>,) = self.redis.read_latest("purchase_list", &pipe).await?;
         let more = members.len() > limit;
         members.truncate(limit);
         if members.is_empty() {
@@ -192,7 +195,7 @@ impl PurchaseStore<'_> {
             pipe.cmd("HGETALL").arg(self.keys.purchase(id));
         }
         let records: Vec<HashMap<String, String>> =
-            self.redis.read_master("purchase_list", &pipe).await?;
+            self.redis.read_latest("purchase_list", &pipe).await?;
         let purchases = records
             .iter()
             .filter(|f| !f.is_empty())
@@ -201,8 +204,14 @@ impl PurchaseStore<'_> {
         Ok((purchases, if more { members.last().cloned() } else { None }))
     }
 
-    /// Cancels and restocks, once. `purchase` was read just before; its items never change.
-    pub async fn cancel(&self, purchase: &Purchase) -> Result<CancelOutcome, RedisError> {
+    /// Cancels and restocks, once. `purchase` was read just before; its items
+    /// never change. `session_id` identifies the asker, so that its retry is
+    /// answered with the cancelled purchase instead of a conflict.
+    pub async fn cancel(
+        &self,
+        purchase: &Purchase,
+        session_id: Uuid,
+    ) -> Result<CancelOutcome, RedisError> {
         let mut keys = vec![self.keys.purchase(purchase.id)];
         keys.extend(
             purchase
@@ -211,15 +220,15 @@ impl PurchaseStore<'_> {
                 .map(|item| self.keys.product(item.product_id)),
         );
         let mut call = scripts::CANCEL.call(&keys);
-        call.arg(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        call.arg(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .arg(session_id.to_string());
         let mut pipe = redis::pipe();
         pipe.add_command(call);
         let (reply,): (Vec<Value>,) = self.redis.write("purchase_cancel", &pipe).await?;
+        let purchase = || Purchase::from_fields(&value::map(reply.get(1).unwrap_or(&Value::Nil)));
         match reply.first().and_then(value::text).as_deref() {
-            Some("cancelled") => {
-                Purchase::from_fields(&value::map(reply.get(1).unwrap_or(&Value::Nil)))
-                    .map(CancelOutcome::Cancelled)
-            }
+            Some("cancelled") => purchase().map(CancelOutcome::Cancelled),
+            Some("replayed") => purchase().map(CancelOutcome::Replayed),
             Some("missing") => Ok(CancelOutcome::Missing),
             Some("already_cancelled") => Ok(CancelOutcome::AlreadyCancelled),
             _ => Err(RedisError::Unexpected(

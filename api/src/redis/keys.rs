@@ -94,6 +94,12 @@ impl Keys {
     pub fn idempotency(&self, user_id: Uuid, key: &str) -> String {
         format!("{}idempotency:{user_id}:{key}", self.prefix)
     }
+    /// Hash: the record of one stock-delta idempotency key of one admin
+    /// (`fingerprint`, `response`). Apart from purchase keys: one key used
+    /// on both routes names two different writes.
+    pub fn stock_idempotency(&self, user_id: Uuid, key: &str) -> String {
+        format!("{}idempotency:stock:{user_id}:{key}", self.prefix)
+    }
 }
 
 /// The two orders a product index keeps.

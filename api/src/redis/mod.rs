@@ -23,6 +23,11 @@ pub enum RedisError {
     /// master changed meanwhile: it may be lost, so it is not reported as a success.
     #[error("write not confirmed by a replica")]
     Unconfirmed,
+    /// `OOM`: the master reached `maxmemory` (policy `noeviction`) and refuses
+    /// writes. Nothing was applied (Redis checks before a script's first write
+    /// and before queueing a transaction's commands); reads still work.
+    #[error("Redis is out of memory (maxmemory reached)")]
+    OutOfMemory,
     /// A reply we did not expect (a bug or a corrupted key).
     #[error("{0}")]
     Unexpected(String),
@@ -66,6 +71,9 @@ impl From<redis::RedisError> for RedisError {
             return Self::Unavailable(format!("Redis connection failed: {}", error.category()));
         }
         let codes = server_codes(&error);
+        if codes.iter().any(|code| code == "OOM") {
+            return Self::OutOfMemory;
+        }
         if let Some(code) = codes
             .iter()
             .find(|code| RETRYABLE_CODES.contains(&code.as_str()))
@@ -123,6 +131,11 @@ mod tests {
                 "{code}"
             );
         }
+        let oom = redis::make_extension_error(
+            "OOM".to_owned(),
+            Some("command not allowed when used memory > 'maxmemory'".to_owned()),
+        );
+        assert!(matches!(RedisError::from(oom), RedisError::OutOfMemory));
         let wrongtype = redis::make_extension_error("WRONGTYPE".to_owned(), None);
         assert!(matches!(
             RedisError::from(wrongtype),

@@ -211,29 +211,33 @@ async fn a_refresh_rotates_the_pair_and_reusing_an_old_refresh_token_ends_the_se
     assert_eq!(rotated["token_type"], "Bearer");
     expect(api.me(new_access).await, StatusCode::OK).await;
 
-    // Act: the rotated-out refresh token is presented again (a leaked copy).
+    // Act: the new refresh token is rotated in turn, then the first one is
+    // presented again (a leaked copy: no retry, its successor is used up).
+    let next = expect(api.refresh(new_refresh).await, StatusCode::OK).await;
     let reuse = api.refresh(&session.refresh_token).await;
 
     // Assert: refused, and the whole session is over, newest tokens included.
     expect_problem(reuse, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    expect_problem(
-        api.refresh(new_refresh).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
-    expect_problem(
-        api.me(new_access).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
-    expect_problem(
-        api.me(&session.access_token).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-    )
-    .await;
+    for refresh in [new_refresh, next["refresh_token"].as_str().expect("token")] {
+        expect_problem(
+            api.refresh(refresh).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+    }
+    for access in [
+        new_access,
+        next["access_token"].as_str().expect("token"),
+        &session.access_token,
+    ] {
+        expect_problem(
+            api.me(access).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+    }
     // Only that session: the user's other session lives on.
     expect(api.me(&other_session.access_token).await, StatusCode::OK).await;
     expect(
@@ -244,6 +248,65 @@ async fn a_refresh_rotates_the_pair_and_reusing_an_old_refresh_token_ends_the_se
     // A made-up refresh token is refused too.
     expect_problem(
         api.refresh("rt.not-a-session.secret").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+}
+
+/// A client whose refresh got a 503, or whose answer was lost, retries with
+/// the same refresh token: within the reuse interval it gets the very same
+/// pair, and the session goes on.
+#[tokio::test]
+async fn a_refresh_retried_within_the_reuse_interval_returns_the_same_pair() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let session = stack.customer().await;
+
+    // Act
+    let first = expect(api.refresh(&session.refresh_token).await, StatusCode::OK).await;
+    let retry = expect(api.refresh(&session.refresh_token).await, StatusCode::OK).await;
+
+    // Assert
+    assert_eq!(retry["access_token"], first["access_token"]);
+    assert_eq!(retry["refresh_token"], first["refresh_token"]);
+    let access = first["access_token"].as_str().expect("access_token");
+    expect(api.me(access).await, StatusCode::OK).await;
+    let next = expect(
+        api.refresh(first["refresh_token"].as_str().expect("refresh_token"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect(
+        api.me(next["access_token"].as_str().expect("access_token"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+/// With no reuse interval, presenting a rotated token at once is reuse.
+#[tokio::test]
+async fn without_a_reuse_interval_a_repeated_refresh_ends_the_session() {
+    // Arrange
+    let mut stack = TestStack::start_with(0, Default::default()).await;
+    let mut settings = stack.settings();
+    settings.auth.refresh_reuse_interval_secs = 0;
+    stack.spawn_app_with(settings).await;
+    let api = stack.api(0);
+    let session = stack.customer().await;
+    let first = expect(api.refresh(&session.refresh_token).await, StatusCode::OK).await;
+
+    // Act
+    let again = api.refresh(&session.refresh_token).await;
+
+    // Assert
+    expect_problem(again, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    expect_problem(
+        api.me(first["access_token"].as_str().expect("access_token"))
+            .await,
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{Api, Session, expect, expect_problem};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -667,6 +667,68 @@ async fn stock_moves_by_delta_and_never_below_zero() {
         "not_found",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_stock_delta_is_applied_once_per_idempotency_key_and_a_retry_returns_the_first_outcome() {
+    // Arrange
+    let (_stack, api, admin) = admin_stack().await;
+    let id = id_of(&create_product(&api, &admin, json!({"stock": 5})).await);
+    let token = &admin.access_token;
+    let key = new_key();
+
+    // Act: the delta, someone else's delta, then the first one retried.
+    let first = api.add_stock_with_key(token, &id, 3, &key).await;
+    assert_eq!(header(&first, "idempotent-replayed"), None);
+    let first = expect(first, StatusCode::OK).await;
+    expect(api.add_stock(token, &id, 10).await, StatusCode::OK).await;
+    let retry = api.add_stock_with_key(token, &id, 3, &key).await;
+
+    // Assert: applied once; the retry answers what the first one did.
+    assert_eq!(
+        header(&retry, "idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    let retry = expect(retry, StatusCode::OK).await;
+    assert_eq!(retry, first);
+    assert_eq!(retry["stock"], 8);
+    assert_eq!(stock_of(&api, &id).await, 18);
+    expect_problem(
+        api.add_stock_with_key(token, &id, 4, &key).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
+    let other = id_of(&create_product(&api, &admin, json!({"stock": 5})).await);
+    expect_problem(
+        api.add_stock_with_key(token, &other, 3, &key).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
+    // A refusal does not use the key up.
+    let refused_key = new_key();
+    expect_problem(
+        api.add_stock_with_key(token, &id, -100, &refused_key).await,
+        StatusCode::CONFLICT,
+        "insufficient_stock",
+    )
+    .await;
+    let later = expect(
+        api.add_stock_with_key(token, &id, -1, &refused_key).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(later["stock"], 17);
+    let unkeyed = api
+        .raw(Method::POST, &format!("/api/v1/products/{id}/stock"))
+        .bearer_auth(token)
+        .json(&json!({"delta": 1}))
+        .send()
+        .await
+        .expect("answers");
+    expect_problem(unkeyed, StatusCode::BAD_REQUEST, "idempotency_key_missing").await;
+    assert_eq!(stock_of(&api, &id).await, 17);
 }
 
 #[tokio::test]

@@ -577,7 +577,7 @@ async fn customers_list_their_own_purchases_newest_first_page_by_page() {
 }
 
 #[tokio::test]
-async fn cancelling_restocks_once() {
+async fn cancelling_restocks_once_and_a_retry_by_the_same_session_gets_the_cancelled_purchase() {
     // Arrange
     let (_stack, api, admin, customer) = shop().await;
     let tea = id_of(&create_product(&api, &admin, json!({"stock": 10})).await);
@@ -598,16 +598,25 @@ async fn cancelling_restocks_once() {
         (7, 4)
     );
 
-    // Act
+    // Act: cancel, the same session again (a retry after a 503 or a lost
+    // answer), then another session of the same customer.
     let first = api.cancel_purchase(&customer.access_token, &id).await;
-    let second = api.cancel_purchase(&customer.access_token, &id).await;
+    let retry = api.cancel_purchase(&customer.access_token, &id).await;
+    let elsewhere = api.login_ok(&customer.email, &customer.password).await;
+    let other_session = api.cancel_purchase(&elsewhere.access_token, &id).await;
 
     // Assert
+    assert_eq!(header(&first, "idempotent-replayed"), None);
     let cancelled = expect(first, StatusCode::OK).await;
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["id"], id);
     assert_eq!(cancelled["total_cents"], purchase["total_cents"]);
-    expect_problem(second, StatusCode::CONFLICT, "already_cancelled").await;
+    assert_eq!(
+        header(&retry, "idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    assert_eq!(expect(retry, StatusCode::OK).await, cancelled);
+    expect_problem(other_session, StatusCode::CONFLICT, "already_cancelled").await;
     assert_eq!(
         (stock_of(&api, &tea).await, stock_of(&api, &cup).await),
         (10, 5)

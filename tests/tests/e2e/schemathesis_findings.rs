@@ -38,6 +38,7 @@ async fn an_array_or_a_scalar_is_not_a_body_and_changes_nothing() {
                 &format!("/api/v1/products/{product_id}/stock"),
             )
             .bearer_auth(&admin.access_token)
+            .header("Idempotency-Key", new_key())
             .json(&body)
             .send()
             .await
@@ -90,6 +91,7 @@ async fn a_whole_number_written_with_a_decimal_point_is_that_integer() {
     let moved = api
         .raw(Method::POST, &format!("/api/v1/products/{id}/stock"))
         .bearer_auth(&admin.access_token)
+        .header("Idempotency-Key", new_key())
         .json(&json!({"delta": -2.0}))
         .send()
         .await

@@ -223,7 +223,7 @@ async fn register_lua_creates_a_user_once_per_email() {
 }
 
 #[tokio::test]
-async fn refresh_session_lua_rotates_once_and_revokes_the_session_on_reuse() {
+async fn refresh_session_lua_rotates_once_replays_a_retry_and_revokes_the_session_on_reuse() {
     // Arrange: a session whose user's session set has already expired.
     let mut lab = Lab::new().await;
     let (session, user) = (Uuid::new_v4(), Uuid::new_v4());
@@ -240,13 +240,31 @@ async fn refresh_session_lua_rotates_once_and_revokes_the_session_on_reuse() {
         .expect("HSET");
     let keys = vec![key.clone()];
     let prefix = lab.keys.user_sessions_prefix();
-    let args = |presented: &str, new: &str| {
-        strings(&[presented, new, "600", &prefix, &session.to_string()])
+    // now = 10 000 ms, reuse interval 5 000 ms.
+    let args_at = |presented: &str, new: &str, now_ms: &str| {
+        strings(&[
+            presented,
+            new,
+            "600",
+            &prefix,
+            &session.to_string(),
+            now_ms,
+            "5000",
+        ])
     };
+    let args = |presented: &str, new: &str| args_at(presented, new, "10000");
 
     // Act
     let rotated = lab
         .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
+        .await;
+    // A retry: the same token and so the same successor, within the interval.
+    let retried = lab
+        .run(
+            REFRESH_SESSION,
+            &keys,
+            &args_at("hash-1", "hash-2", "15000"),
+        )
         .await;
     let after_rotation = lab.hash(&key).await;
     let ttl: i64 = redis::cmd("TTL")
@@ -264,8 +282,13 @@ async fn refresh_session_lua_rotates_once_and_revokes_the_session_on_reuse() {
         .query_async(&mut lab.redis)
         .await
         .expect("SMEMBERS");
+    // The same token once the interval is over: reuse.
     let reused = lab
-        .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-3"))
+        .run(
+            REFRESH_SESSION,
+            &keys,
+            &args_at("hash-1", "hash-2", "15001"),
+        )
         .await;
     let gone = !lab.exists(&key).await;
     let missing = lab
@@ -276,9 +299,16 @@ async fn refresh_session_lua_rotates_once_and_revokes_the_session_on_reuse() {
     let (tag, rest) = tagged(rotated);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
-        ("rotated", vec![user.to_string()])
+        ("rotated", vec![user.to_string(), "10000".to_owned()])
+    );
+    let (tag, rest) = tagged(retried);
+    assert_eq!(
+        (tag.as_str(), texts(&rest)),
+        ("replayed", vec![user.to_string(), "10000".to_owned()]),
+        "a retry gets the rotation it missed, not a new one"
     );
     assert_eq!(after_rotation["refresh_hash"], "hash-2");
+    assert_eq!(after_rotation["previous_hash"], "hash-1");
     assert!(
         (1..=600).contains(&ttl),
         "the session lifetime is renewed: {ttl}"
@@ -576,42 +606,72 @@ async fn archive_product_lua_removes_the_product_from_every_index_once() {
 }
 
 #[tokio::test]
-async fn stock_delta_lua_never_goes_below_zero_nor_above_the_maximum() {
+async fn stock_delta_lua_never_goes_below_zero_nor_above_the_maximum_and_applies_a_key_once() {
     // Arrange
     let mut lab = Lab::new().await;
     let id = lab.product(100, 5, "tea").await;
-    let keys = vec![lab.keys.product(id)];
-    let delta = |d: &str| strings(&[d, "10", "2025-01-04T00:00:00.000Z"]);
+    let admin = Uuid::new_v4();
+    let keys = lab.keys.clone();
+    let keyed = |key: &str| vec![keys.product(id), keys.stock_idempotency(admin, key)];
+    let delta = |d: &str| {
+        strings(&[
+            d,
+            "10",
+            "2025-01-04T00:00:00.000Z",
+            &format!("fp{d}"),
+            "600",
+        ])
+    };
+    let mut n = 0;
+    let mut fresh = || {
+        n += 1;
+        keyed(&format!("key-{n}"))
+    };
 
     // Act + Assert
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("3")).await);
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keyed("a"), &delta("3")).await);
     assert_eq!(
         (tag.as_str(), value::map(&rest[0])["stock"].as_str()),
         ("ok", "8")
     );
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("-9")).await);
+    let first = value::map(&rest[0]);
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keyed("a"), &delta("3")).await);
+    assert_eq!(
+        (tag.as_str(), value::map(&rest[0])),
+        ("replayed", first),
+        "the same key and request: the first outcome, not a second delta"
+    );
+    assert_eq!(lab.stock(id).await, 8);
+    assert_eq!(
+        tagged(lab.run(STOCK_DELTA, &keyed("a"), &delta("2")).await).0,
+        "key_reused"
+    );
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &fresh(), &delta("-9")).await);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
         ("insufficient", vec!["8".to_owned()])
     );
     assert_eq!(lab.stock(id).await, 8);
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("3")).await);
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &fresh(), &delta("3")).await);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
         ("too_large", vec!["8".to_owned()])
     );
     assert_eq!(lab.stock(id).await, 8);
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keys, &delta("-8")).await);
+    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &fresh(), &delta("-8")).await);
     assert_eq!(
         (tag.as_str(), value::map(&rest[0])["stock"].as_str()),
         ("ok", "0")
     );
     assert_eq!(
-        tagged(lab.run(STOCK_DELTA, &keys, &delta("-1")).await).0,
+        tagged(lab.run(STOCK_DELTA, &fresh(), &delta("-1")).await).0,
         "insufficient"
     );
     assert_eq!(lab.stock(id).await, 0);
-    let missing = vec![lab.keys.product(Uuid::new_v4())];
+    let missing = vec![
+        keys.product(Uuid::new_v4()),
+        keys.stock_idempotency(admin, "m"),
+    ];
     assert_eq!(
         tagged(lab.run(STOCK_DELTA, &missing, &delta("1")).await).0,
         "missing"
@@ -619,6 +679,10 @@ async fn stock_delta_lua_never_goes_below_zero_nor_above_the_maximum() {
     assert!(
         !lab.exists(&missing[0]).await,
         "no product is created by a delta"
+    );
+    assert!(
+        !lab.exists(&missing[1]).await,
+        "a refused delta does not use its key up"
     );
 }
 
@@ -803,7 +867,7 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
 }
 
 #[tokio::test]
-async fn cancel_lua_restocks_exactly_once() {
+async fn cancel_lua_restocks_exactly_once_and_replays_to_the_session_that_cancelled() {
     // Arrange: a purchase of 3 teas and 1 cup made by purchase.lua.
     let mut lab = Lab::new().await;
     let (tea, cup) = (
@@ -833,14 +897,16 @@ async fn cancel_lua_restocks_exactly_once() {
                 .expect("uuid"),
         )
     }));
-    let at = strings(&["2025-01-06T00:00:00.000Z"]);
+    let at = strings(&["2025-01-06T00:00:00.000Z", "session-1"]);
+    let elsewhere = strings(&["2025-01-06T00:00:01.000Z", "session-2"]);
 
     // Act
     let mut wrong = keys.clone();
     wrong.swap(1, 2);
     let mismatch = lab.run(CANCEL, &wrong, &at).await;
     let first = lab.run(CANCEL, &keys, &at).await;
-    let second = lab.run(CANCEL, &keys, &at).await;
+    let retried = lab.run(CANCEL, &keys, &at).await;
+    let second = lab.run(CANCEL, &keys, &elsewhere).await;
     let missing = lab
         .run(
             CANCEL,
@@ -853,7 +919,14 @@ async fn cancel_lua_restocks_exactly_once() {
     assert_eq!(tagged(mismatch).0, "mismatch");
     let (tag, rest) = tagged(first);
     assert_eq!(tag, "cancelled");
-    assert_eq!(value::map(&rest[0])["status"], "cancelled");
+    let cancelled = value::map(&rest[0]);
+    assert_eq!(cancelled["status"], "cancelled");
+    let (tag, rest) = tagged(retried);
+    assert_eq!(
+        (tag.as_str(), value::map(&rest[0])),
+        ("replayed", cancelled),
+        "the session that cancelled gets the cancelled purchase again"
+    );
     assert_eq!(tagged(second).0, "already_cancelled");
     assert_eq!(tagged(missing).0, "missing");
     assert_eq!(
