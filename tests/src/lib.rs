@@ -7,6 +7,7 @@
 //! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters from the shipped `prometheus/` files.
+//! - [`traffic`]: buyers and readers that run through a fault and record what they saw.
 //! - [`measure`]: the figures failure tests print (write-unavailability window).
 //! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
 
@@ -17,4 +18,5 @@ pub mod gateway;
 pub mod measure;
 pub mod monitoring;
 pub mod redis_ha;
+pub mod traffic;
 pub mod wait;

@@ -270,12 +270,12 @@ impl RedisHa {
 
         let mut vars: HashMap<&str, String> = HashMap::from([
             ("REDIS_BIND", HOST.to_owned()),
-            ("REDIS_ANNOUNCE_HOST", HOST.to_owned()),
-            ("SENTINEL_ANNOUNCE_HOST", HOST.to_owned()),
+            ("REDIS_ANNOUNCE_IP", HOST.to_owned()),
+            ("SENTINEL_ANNOUNCE_IP", HOST.to_owned()),
             ("REDIS_PASSWORD", password.clone()),
             ("SENTINEL_PASSWORD", sentinel_password.clone()),
             ("MASTER_NAME", MASTER_NAME.to_owned()),
-            ("MASTER_HOST", HOST.to_owned()),
+            ("MASTER_IP", HOST.to_owned()),
             ("MASTER_PORT", data_ports[0].to_string()),
             ("SENTINEL_DOWN_AFTER_MS", options.down_after_ms.to_string()),
             (

@@ -21,7 +21,7 @@ fn directives(name: &str) -> Vec<String> {
 #[test]
 fn the_replica_template_is_the_master_template_plus_replicaof() {
     let mut expected = directives("master.conf.template");
-    expected.push("replicaof ${MASTER_HOST} ${MASTER_PORT}".to_owned());
+    expected.push("replicaof ${MASTER_IP} ${MASTER_PORT}".to_owned());
     assert_eq!(directives("replica.conf.template"), expected);
 }
 

@@ -343,7 +343,8 @@ impl Redis {
             if !self.read_from_replicas {
                 return self.run(Role::Master, op, pipe, None, &mut None).await;
             }
-            if !self.master_suspect() {
+            let skipped_master = self.master_suspect();
+            if !skipped_master {
                 let from_master = tokio::time::timeout(
                     LATEST_READ_MASTER_BUDGET,
                     self.run(Role::Master, op, pipe, None, &mut None),
@@ -356,7 +357,15 @@ impl Redis {
                 }
             }
             self.metrics.master_read_fallbacks.inc();
-            self.read_replicas(op, pipe).await
+            match self.read_replicas(op, pipe).await {
+                // No replica could answer either (e.g. the only one is
+                // resyncing right after a failover): a master skipped on
+                // suspicion may well answer by now.
+                Err(RedisError::Unavailable(_)) if skipped_master => {
+                    self.run(Role::Master, op, pipe, None, &mut None).await
+                }
+                other => other,
+            }
         })
         .await
     }

@@ -84,6 +84,8 @@ impl Topology {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ReplicaView {
     in_sync: Vec<NodeAddr>,
+    /// Replicas Sentinel flags down (`s_down`/`o_down`): never read from.
+    down: Vec<NodeAddr>,
     promotable: usize,
 }
 
@@ -277,6 +279,11 @@ impl Sentinels {
                     !is_down(fields) && !demoting
                 })
                 .count();
+            let down = entries
+                .iter()
+                .filter(|(_, fields)| is_down(fields))
+                .map(|(addr, _)| addr.clone())
+                .collect();
             let mut in_sync: Vec<NodeAddr> = entries
                 .into_iter()
                 .filter(|(_, fields)| is_in_sync_replica(fields, master))
@@ -285,6 +292,7 @@ impl Sentinels {
             in_sync.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
             return Some(ReplicaView {
                 in_sync,
+                down,
                 promotable,
             });
         }
@@ -434,12 +442,23 @@ impl Watcher {
             // Mid-failover, before the switch, Sentinel reports no in-sync
             // replica (one is being promoted, the other reconfigured) while the
             // master may be paused. Both still hold every confirmed write, so
-            // keep reading from them rather than from the dead master.
-            let mid_failover = view.in_sync.is_empty() && !master_changed;
-            if view.in_sync != topology.replicas && !mid_failover {
-                tracing::info!(replicas = ?view.in_sync.iter().map(ToString::to_string).collect::<Vec<_>>(), "in-sync replicas changed");
-                self.metrics.healthy_replicas.set(view.in_sync.len() as i64);
-                topology.replicas = view.in_sync;
+            // keep reading from them rather than from the dead master; but
+            // never from one Sentinel flags down (both replicas frozen while
+            // the master is fine: then the master serves the reads).
+            let replicas = if view.in_sync.is_empty() && !master_changed {
+                topology
+                    .replicas
+                    .iter()
+                    .filter(|replica| !view.down.contains(replica))
+                    .cloned()
+                    .collect()
+            } else {
+                view.in_sync
+            };
+            if replicas != topology.replicas {
+                tracing::info!(replicas = ?replicas.iter().map(ToString::to_string).collect::<Vec<_>>(), "replicas to read from changed");
+                self.metrics.healthy_replicas.set(replicas.len() as i64);
+                topology.replicas = replicas;
                 topology.replicas_epoch += 1;
                 modified = true;
             }

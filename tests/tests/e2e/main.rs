@@ -13,6 +13,7 @@ mod monitoring;
 mod operations;
 mod products;
 mod purchases;
+mod safe_retries;
 mod schemathesis_findings;
 mod scripts;
 mod security;
