@@ -12,6 +12,15 @@ use crate::wait;
 /// The admin the stack bootstraps (compose's default `ADMIN_EMAIL`).
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 
+/// The Redis data nodes and their fixed host numbers on the stack's /24
+/// (docker-compose.yml: `ipv4_address: ${SUBNET_PREFIX}.N`).
+pub const DATA_NODES: [(&str, u8); 3] = [
+    ("redis-master", 11),
+    ("redis-replica-1", 12),
+    ("redis-replica-2", 13),
+];
+pub const SENTINELS: [&str; 3] = ["sentinel-1", "sentinel-2", "sentinel-3"];
+
 /// One compose project built from the repository's `docker-compose.yml`.
 #[derive(Debug)]
 pub struct ComposeProject {
@@ -22,6 +31,8 @@ pub struct ComposeProject {
     pub prometheus_port: u16,
     pub alertmanager_port: u16,
     pub admin_password: String,
+    /// First three octets of the project's /24 (`SUBNET_PREFIX`).
+    pub subnet_prefix: String,
     root: PathBuf,
     env_file: tempfile::NamedTempFile,
 }
@@ -64,11 +75,13 @@ impl ComposeProject {
         };
         let [http_port, prometheus_port, alertmanager_port] = [(); 3].map(|()| wait::free_port());
         let admin_password = secret();
+        let subnet_prefix = free_subnet_prefix();
         let env_file = tempfile::NamedTempFile::new().expect("env file");
         let env = format!(
             "REDIS_PASSWORD={}\nSENTINEL_PASSWORD={}\nJWT_SECRET={}{}\nADMIN_PASSWORD={admin_password}\n\
              GRAFANA_ADMIN_PASSWORD={}\n\
-             HTTP_PORT={http_port}\nPROMETHEUS_PORT={prometheus_port}\nALERTMANAGER_PORT={alertmanager_port}\n",
+             HTTP_PORT={http_port}\nPROMETHEUS_PORT={prometheus_port}\nALERTMANAGER_PORT={alertmanager_port}\n\
+             SUBNET_PREFIX={subnet_prefix}\n",
             secret(),
             secret(),
             secret(),
@@ -83,9 +96,20 @@ impl ComposeProject {
             prometheus_port,
             alertmanager_port,
             admin_password,
+            subnet_prefix,
             root: root.to_owned(),
             env_file,
         }
+    }
+
+    /// Extra lines for the project's `.env` (e.g. shorter Sentinel timings).
+    pub fn set_env(&self, line: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.env_file.path())
+            .expect("env file");
+        writeln!(file, "{line}").expect("write env file");
     }
 
     pub fn base_url(&self) -> String {
@@ -210,12 +234,22 @@ impl ComposeProject {
 
     /// `redis-cli` inside the first container of `service`, authenticated
     /// with that container's own password variable.
+    ///
+    /// # Panics
+    /// When the container is not running or redis-cli fails.
     pub fn redis_cli(&self, service: &str, args: &[&str]) -> String {
+        self.try_redis_cli(service, args)
+            .unwrap_or_else(|e| panic!("redis-cli in {service}: {e}"))
+    }
+
+    /// [`Self::redis_cli`] for polling: a container that is paused, stopped
+    /// or still starting is an error, not a panic.
+    pub fn try_redis_cli(&self, service: &str, args: &[&str]) -> Result<String, String> {
         let id = self
             .containers(service)
             .into_iter()
             .next()
-            .unwrap_or_else(|| panic!("no container for {service}"));
+            .ok_or_else(|| format!("no container for {service}"))?;
         let (password, port) = if service.starts_with("sentinel") {
             ("SENTINEL_PASSWORD", "SENTINEL_PORT")
         } else {
@@ -223,22 +257,143 @@ impl ComposeProject {
         };
         let script =
             format!("REDISCLI_AUTH=${password} exec redis-cli --no-auth-warning -p ${port} \"$@\"");
-        stdout(
-            Command::new("docker")
-                .args(["exec", &id, "sh", "-c", &script, "redis-cli"])
-                .args(args),
-        )
+        let output = Command::new("docker")
+            .args(["exec", &id, "sh", "-c", &script, "redis-cli"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if output.status.success() && !stdout.starts_with("Could not connect") {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "{}{}",
+                stdout,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
     }
 
     /// The master the Sentinel of `sentinel` names, as `host:port`.
+    ///
+    /// # Panics
+    /// When that Sentinel does not answer.
     pub fn master_seen_by(&self, sentinel: &str) -> String {
-        self.redis_cli(
+        self.try_master_seen_by(sentinel)
+            .unwrap_or_else(|e| panic!("{sentinel}: {e}"))
+    }
+
+    pub fn try_master_seen_by(&self, sentinel: &str) -> Result<String, String> {
+        let reply = self.try_redis_cli(
             sentinel,
             &["sentinel", "get-master-addr-by-name", "evergreen"],
-        )
-        .lines()
-        .collect::<Vec<_>>()
-        .join(":")
+        )?;
+        let parts: Vec<&str> = reply.lines().collect();
+        match parts.as_slice() {
+            [host, port] => Ok(format!("{host}:{port}")),
+            _ => Err(format!("unexpected reply: {reply}")),
+        }
+    }
+
+    /// The fixed address of a data node or Sentinel of this project.
+    pub fn address_of(&self, service: &str) -> String {
+        let host = DATA_NODES
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, host)| *host)
+            .or_else(|| {
+                SENTINELS
+                    .iter()
+                    .position(|name| *name == service)
+                    .map(|i| 21 + i as u8)
+            })
+            .unwrap_or_else(|| panic!("{service} has no fixed address"));
+        format!("{}.{host}", self.subnet_prefix)
+    }
+
+    /// The data node service the Sentinels name as master, asking the
+    /// running Sentinels in turn.
+    ///
+    /// # Panics
+    /// When no Sentinel answers, or one names an unknown address.
+    pub fn master_service(&self) -> String {
+        self.try_master_service()
+            .unwrap_or_else(|e| panic!("no master: {e}"))
+    }
+
+    pub fn try_master_service(&self) -> Result<String, String> {
+        let master = SENTINELS
+            .iter()
+            .filter(|s| self.is_running(s))
+            .find_map(|s| self.try_master_seen_by(s).ok())
+            .ok_or("no running Sentinel answers")?;
+        let ip = master.split(':').next().unwrap_or_default();
+        DATA_NODES
+            .iter()
+            .map(|(name, _)| *name)
+            .find(|name| self.address_of(name) == ip)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{master} is not a data node of this project"))
+    }
+
+    /// Whether the first container of `service` is running (and not paused).
+    pub fn is_running(&self, service: &str) -> bool {
+        self.containers(service).first().is_some_and(|id| {
+            Command::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{.State.Running}} {{.State.Paused}}",
+                    id,
+                ])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true false")
+        })
+    }
+
+    /// Everything the containers of `service` wrote to stdout and stderr
+    /// (a container that was re-created took its logs with it).
+    pub fn logs(&self, service: &str) -> String {
+        self.containers(service)
+            .iter()
+            .map(|id| {
+                let logs = output(Command::new("docker").args(["logs", id]));
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                )
+            })
+            .collect()
+    }
+
+    /// The earliest instant, at or after `since`, at which one of the
+    /// Sentinels logged `event` (e.g. `+promoted-slave`). Sentinel stamps
+    /// its lines with the container's clock (UTC), which is the host's.
+    pub fn sentinel_event_after(
+        &self,
+        event: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        SENTINELS
+            .iter()
+            .flat_map(|s| {
+                self.logs(s)
+                    .lines()
+                    .filter(|l| l.contains(event))
+                    .filter_map(sentinel_log_time)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|at| *at >= since)
+            .min()
+    }
+
+    /// Lines containing `needle` in the logs of `services`, all together.
+    pub fn count_in_logs(&self, services: &[&str], needle: &str) -> usize {
+        services
+            .iter()
+            .map(|s| self.logs(s).lines().filter(|l| l.contains(needle)).count())
+            .sum()
     }
 
     /// The JSON lines a service logged to stdout (nginx's access log, the
@@ -253,6 +408,40 @@ impl ComposeProject {
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
+}
+
+/// The time of a Sentinel log line: `1:X 29 Nov 2026 14:15:07.014 # ...`.
+fn sentinel_log_time(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp: Vec<&str> = line.split_whitespace().skip(1).take(4).collect();
+    let text = stamp.join(" ");
+    chrono::NaiveDateTime::parse_from_str(&text, "%d %b %Y %H:%M:%S%.3f")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
+/// A /24 under 10.151 that no Docker network of this engine uses yet, so
+/// that a check never clashes with a stack (or a leftover project) already
+/// running here.
+fn free_subnet_prefix() -> String {
+    let networks = stdout(Command::new("docker").args(["network", "ls", "-q"]));
+    let used = if networks.is_empty() {
+        String::new()
+    } else {
+        let mut inspect = Command::new("docker");
+        inspect.args([
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+        ]);
+        inspect.args(networks.lines());
+        stdout(&mut inspect)
+    };
+    let start = std::process::id() % 100;
+    (0..100)
+        .map(|i| format!("10.151.{}", 100 + (start + i) % 100))
+        .find(|prefix| !used.contains(&format!("{prefix}.0/")))
+        .expect("a free 10.151.x.0/24")
 }
 
 impl Drop for ComposeProject {
