@@ -109,6 +109,17 @@ impl Manager for NodeManager {
                 )));
             }
             scripts::load_all(&mut connection).await?;
+        } else {
+            let (info,): (String,) = redis::pipe()
+                .cmd("INFO")
+                .arg("replication")
+                .query_async(&mut connection)
+                .await?;
+            if !has_synced_since_start(&info) {
+                return Err(RedisError::Unavailable(format!(
+                    "replica {addr} has not synced with a master since it started"
+                )));
+            }
         }
         Ok(NodeConnection {
             connection,
@@ -133,6 +144,33 @@ impl Manager for NodeManager {
 }
 
 type NodePool = Pool<NodeManager>;
+
+/// Whether a replica's data can be read: its link to the master is up, or
+/// it was up at some point since the replica started (`repl_down_since` set:
+/// its master died or is paused, and it holds every write it acknowledged,
+/// which is what reads during a failover need), or it has just been promoted
+/// (a master now, holding every acknowledged write). A replica that restarted
+/// and has not synced yet reports `master_link_down_since_seconds:-1`: it
+/// may lack writes acknowledged while it was down (seen in the Docker check:
+/// a purchase read right after its 201 answered 404 while the whole tier
+/// restarted). Checked when a connection is made: a restart resets them all.
+fn has_synced_since_start(info_replication: &str) -> bool {
+    let field = |name: &str| {
+        info_replication
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(':'))
+    };
+    match field("role") {
+        Some("master") => true,
+        Some("slave") => {
+            field("master_link_status") == Some("up")
+                || field("master_link_down_since_seconds")
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .is_some_and(|secs| secs >= 0)
+        }
+        _ => false,
+    }
+}
 
 /// How long a read of the caller's own data ([`Redis::read_latest`]) waits
 /// for the master before it asks a replica. A healthy master answers in
@@ -448,8 +486,7 @@ impl Redis {
                     }
                     let epoch = connection.epoch;
                     if poisons_connection(&error) {
-                        let _ = Object::take(connection);
-                        self.watcher.poke.notify_one();
+                        self.discard(Role::Master, connection);
                     }
                     if !retry {
                         return Err(error.into());
@@ -503,8 +540,7 @@ impl Redis {
                     Err(error) => {
                         *failed = Some(connection.addr.clone());
                         if poisons_connection(&error) {
-                            let _ = Object::take(connection);
-                            self.watcher.poke.notify_one();
+                            self.discard(role, connection);
                         }
                         Err(error.into())
                     }
@@ -516,6 +552,25 @@ impl Redis {
         }
         self.metrics.observe_redis(op, started.elapsed(), &result);
         result
+    }
+
+    /// Drops a connection that failed in a way that says its node went away
+    /// (reset, timed out, demoted, loading), together with every idle
+    /// connection to the same node: a node that restarted reset them all,
+    /// and retrying on one of them would fail the same way at once (seen in
+    /// the Docker check: reads answered 503 in 1 ms after a restart).
+    fn discard(&self, role: Role, connection: Object<NodeManager>) {
+        let addr = connection.addr.clone();
+        let _ = Object::take(connection);
+        self.pool(role).retain(|idle, _| idle.addr != addr);
+        self.watcher.poke.notify_one();
+    }
+
+    fn pool(&self, role: Role) -> &NodePool {
+        match role {
+            Role::Master => &self.master,
+            Role::Replica => &self.replicas,
+        }
     }
 
     /// Waits (briefly) until the watcher publishes a master newer than `epoch`.
@@ -547,10 +602,7 @@ impl Redis {
         role: Role,
         avoid: Option<&NodeAddr>,
     ) -> Result<Object<NodeManager>, RedisError> {
-        let pool = match role {
-            Role::Master => &self.master,
-            Role::Replica => &self.replicas,
-        };
+        let pool = self.pool(role);
         // Skip the node that just failed only if there is another one: when
         // Sentinel reconfigures a node it kills its client connections, and a
         // fresh connection to the same node then works.
@@ -598,5 +650,26 @@ fn pool_error(error: managed::PoolError<RedisError>) -> RedisError {
             "timed out waiting for a Redis connection ({kind:?})"
         )),
         other => RedisError::Unavailable(format!("Redis pool unavailable: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_synced_since_start;
+
+    #[test]
+    fn a_replica_is_read_from_only_once_it_has_synced_since_it_started() {
+        let up =
+            "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.11\r\nmaster_link_status:up\r\n";
+        let master_lost =
+            "role:slave\r\nmaster_link_status:down\r\nmaster_link_down_since_seconds:3\r\n";
+        let never_synced =
+            "role:slave\r\nmaster_link_status:down\r\nmaster_link_down_since_seconds:-1\r\n";
+        let promoted = "role:master\r\nconnected_slaves:1\r\n";
+        assert!(has_synced_since_start(up));
+        assert!(has_synced_since_start(master_lost));
+        assert!(!has_synced_since_start(never_synced));
+        assert!(has_synced_since_start(promoted));
+        assert!(!has_synced_since_start("loading:1\r\n"));
     }
 }
