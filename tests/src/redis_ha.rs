@@ -490,7 +490,16 @@ impl RedisHa {
         self.node_mut(port).kill();
     }
 
-    /// Starts a killed data node again from its own config file and data dir
+    /// Stops a data node gracefully (SIGTERM: Redis saves, flushes its AOF
+    /// and exits), as `docker compose stop` does, and reaps it.
+    ///
+    /// # Panics
+    /// When `port` is not a data node.
+    pub async fn stop(&mut self, port: u16) {
+        self.node_mut(port).terminate().await;
+    }
+
+    /// Starts a killed or stopped data node again from its own config file and data dir
     /// (as rewritten by Redis and Sentinel while it ran) and waits until it
     /// answers PING, i.e. has loaded its data.
     ///

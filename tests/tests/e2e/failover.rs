@@ -345,16 +345,28 @@ async fn an_idle_pool_never_writes_to_a_master_resumed_after_a_failover() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_master_restarted_from_its_files_loses_no_acknowledged_purchase() {
+/// How a master process goes away before it is started again from its files.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGKILL: a crash (`docker compose kill -s KILL`).
+    Kill,
+    /// SIGTERM: Redis saves and exits (`docker compose stop`).
+    Terminate,
+}
+
+/// Stops the master under traffic, lets Sentinel promote a replica, starts
+/// the old master again from its own RDB/AOF files while traffic continues,
+/// and waits until it replicates from the new one; then verifies and prints.
+async fn stop_and_restart_the_master(how: Stop, name: &str) {
     let mut scenario = Scenario::start().await;
     let old_master = scenario.redis().master_port().await;
     let traffic = scenario.flowing_traffic().await;
 
-    // Act: SIGKILL the master, let Sentinel promote a replica, restart the old
-    // master from its own RDB/AOF files while traffic continues.
     let fault = traffic.now();
-    scenario.redis_mut().kill(old_master);
+    match how {
+        Stop::Kill => scenario.redis_mut().kill(old_master),
+        Stop::Terminate => scenario.redis_mut().stop(old_master).await,
+    }
     let new_master = scenario
         .redis()
         .wait_for_master_change(old_master, HEAL_DEADLINE)
@@ -367,9 +379,17 @@ async fn a_killed_master_restarted_from_its_files_loses_no_acknowledged_purchase
         .await;
     let report = traffic.finish().await;
 
-    scenario
-        .conclude("master killed and restarted", &report, fault)
-        .await;
+    scenario.conclude(name, &report, fault).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_master_restarted_from_its_files_loses_no_acknowledged_purchase() {
+    stop_and_restart_the_master(Stop::Kill, "master killed and restarted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_stopped_with_sigterm_and_started_again_loses_no_acknowledged_purchase() {
+    stop_and_restart_the_master(Stop::Terminate, "master stopped (SIGTERM) and started").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
