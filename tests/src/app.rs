@@ -9,6 +9,7 @@ use evergreen_api::config::Settings;
 use evergreen_api::startup::{AppState, Application};
 
 use crate::client::{Api, Session};
+use crate::lab::Lab;
 use crate::redis_ha::{RedisHa, RedisHaOptions};
 
 pub const ADMIN_EMAIL: &str = "admin@evergreen.test";
@@ -40,7 +41,16 @@ impl TestStack {
     }
 
     pub async fn start_with(instances: usize, options: RedisHaOptions) -> Self {
-        let redis = RedisHa::start(options).await;
+        Self::with_redis(instances, RedisHa::start(options).await).await
+    }
+
+    /// Redis HA in `lab` (a namespace per node), API instances in this
+    /// process, which reaches the lab through its own leg.
+    pub async fn start_in(instances: usize, options: RedisHaOptions, lab: Arc<Lab>) -> Self {
+        Self::with_redis(instances, RedisHa::start_in(options, lab).await).await
+    }
+
+    async fn with_redis(instances: usize, redis: RedisHa) -> Self {
         let key_prefix = format!("evergreen-test:{}:", uuid::Uuid::new_v4().simple());
         let mut stack = Self {
             redis,

@@ -388,6 +388,76 @@ impl ComposeProject {
             .min()
     }
 
+    /// The stack's one network, as Docker names it.
+    pub fn network(&self) -> String {
+        format!("{}_evergreen", self.project)
+    }
+
+    /// `docker network disconnect`: the container loses its only network
+    /// (and its DNS name) but keeps running.
+    pub fn disconnect(&self, service: &str) {
+        let id = self.first_container(service);
+        output(Command::new("docker").args(["network", "disconnect", &self.network(), &id]));
+    }
+
+    /// Connects a container cut off by [`Self::disconnect`] again, with its
+    /// fixed address and its service name, as compose had made it.
+    pub fn reconnect(&self, service: &str) {
+        let id = self.first_container(service);
+        let address = self.address_of(service);
+        output(Command::new("docker").args([
+            "network",
+            "connect",
+            "--ip",
+            &address,
+            "--alias",
+            service,
+            &self.network(),
+            &id,
+        ]));
+    }
+
+    /// Drops every packet between container `id` and `peers` (addresses),
+    /// both ways, with iptables in the container's own network namespace,
+    /// entered from the host (`nsenter`): the shipped images need neither
+    /// iptables nor NET_ADMIN for it.
+    pub fn cut_off(&self, id: &str, peers: &[String]) {
+        for peer in peers {
+            self.iptables(id, &["-A", "INPUT", "-s", peer, "-j", "DROP"]);
+            self.iptables(id, &["-A", "OUTPUT", "-d", peer, "-j", "DROP"]);
+        }
+    }
+
+    /// Lifts every cut made by [`Self::cut_off`] in container `id`.
+    pub fn restore(&self, id: &str) {
+        self.iptables(id, &["-F", "INPUT"]);
+        self.iptables(id, &["-F", "OUTPUT"]);
+    }
+
+    fn iptables(&self, id: &str, rule: &[&str]) {
+        let pid =
+            stdout(Command::new("docker").args(["inspect", "--format", "{{.State.Pid}}", id]));
+        let mut command = if is_root() {
+            Command::new("nsenter")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "nsenter"]);
+            sudo
+        };
+        command
+            .args(["--target", &pid, "--net", "iptables", "-w"])
+            .args(rule);
+        output(&mut command);
+    }
+
+    /// The first container of `service`.
+    pub fn first_container(&self, service: &str) -> String {
+        self.containers(service)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no container for {service}"))
+    }
+
     /// Lines containing `needle` in the logs of `services`, all together.
     pub fn count_in_logs(&self, services: &[&str], needle: &str) -> usize {
         services
@@ -408,6 +478,13 @@ impl ComposeProject {
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// The time of a Sentinel log line: `1:X 29 Nov 2026 14:15:07.014 # ...`.

@@ -14,9 +14,11 @@ use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET};
+use crate::lab::Lab;
 use crate::redis_ha::{RedisHa, RedisHaOptions, render};
 use crate::wait;
 
@@ -61,6 +63,10 @@ pub struct GatewayOptions {
     pub api_workers: u32,
     /// More `EVERGREEN_*` settings for every replica.
     pub api_env: Vec<(String, String)>,
+    /// Run Redis and every API replica in a namespace of its own in this
+    /// lab (replicas at host numbers 31, 32, ...); nginx and the DNS server
+    /// stay in the test's namespace and reach them through the lab's leg.
+    pub lab: Option<Arc<Lab>>,
 }
 
 impl Default for GatewayOptions {
@@ -73,6 +79,7 @@ impl Default for GatewayOptions {
             auth_burst: 10,
             api_workers: 2,
             api_env: Vec::new(),
+            lab: None,
         }
     }
 }
@@ -138,6 +145,8 @@ impl Dns {
 pub struct ApiProcess {
     pub ip: Ipv4Addr,
     pub port: u16,
+    /// Its network namespace, in a lab.
+    pub namespace: Option<(Arc<Lab>, String)>,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
@@ -163,7 +172,12 @@ impl ApiProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(api_binary())
+        let binary = api_binary();
+        let mut command = match &self.namespace {
+            Some((lab, namespace)) => lab.command(namespace, &binary.to_string_lossy()),
+            None => Command::new(binary),
+        };
+        let child = command
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log"))
@@ -348,7 +362,10 @@ impl Gateway {
     }
 
     pub async fn start_with(replicas: usize, options: GatewayOptions) -> Self {
-        let redis = RedisHa::start(RedisHaOptions::default()).await;
+        let redis = match &options.lab {
+            Some(lab) => RedisHa::start_in(RedisHaOptions::default(), lab.clone()).await,
+            None => RedisHa::start(RedisHaOptions::default()).await,
+        };
         let dir = tempfile::Builder::new()
             .prefix("evergreen-gateway-")
             .disable_cleanup(std::env::var_os("EVERGREEN_GATEWAY_KEEP").is_some())
@@ -396,8 +413,18 @@ impl Gateway {
     /// Starts one more replica and publishes it in DNS (as `--scale` does).
     pub async fn add_replica(&mut self) -> usize {
         let index = self.replicas.len();
-        let ip = Ipv4Addr::new(127, self.subnet[0], self.subnet[1], index as u8 + 1);
-        TcpListener::bind((ip, self.api_port)).expect("the replica's address is free");
+        let (ip, namespace) = match &self.options.lab {
+            Some(lab) => {
+                let host = 31 + index as u8;
+                let ip = lab.address(host).parse().expect("an IPv4 address");
+                (ip, Some((lab.clone(), lab.node(host))))
+            }
+            None => {
+                let ip = Ipv4Addr::new(127, self.subnet[0], self.subnet[1], index as u8 + 1);
+                TcpListener::bind((ip, self.api_port)).expect("the replica's address is free");
+                (ip, None)
+            }
+        };
         let env = vec![
             ("EVERGREEN_SERVER__HOST", ip.to_string()),
             ("EVERGREEN_SERVER__PORT", self.api_port.to_string()),
@@ -436,6 +463,7 @@ impl Gateway {
         let mut replica = ApiProcess {
             ip,
             port: self.api_port,
+            namespace,
             env: env
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))

@@ -5,6 +5,7 @@
 //! - [`app`]: API instances on top of it, each built like production (in-process).
 //! - [`gateway`]: nginx, a DNS server and API replicas as real processes.
 //! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
+//! - [`lab`]: network namespaces for partition tests without Docker.
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters from the shipped `prometheus/` files.
 //! - [`traffic`]: buyers and readers that run through a fault and record what they saw.
@@ -15,6 +16,7 @@ pub mod app;
 pub mod client;
 pub mod compose;
 pub mod gateway;
+pub mod lab;
 pub mod measure;
 pub mod monitoring;
 pub mod redis_ha;

@@ -20,11 +20,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use futures_util::future::join_all;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue};
 use tempfile::TempDir;
 
+use crate::lab::Lab;
 use crate::wait;
 
 /// The name Sentinel monitors the master under (`sentinel monitor NAME ...`).
@@ -131,6 +134,10 @@ enum Kind {
 #[derive(Debug)]
 struct Node {
     kind: Kind,
+    /// The address it binds and announces: 127.0.0.1, or its own in a lab.
+    host: String,
+    /// Its network namespace, when the topology runs in a [`Lab`].
+    namespace: Option<(Arc<Lab>, String)>,
     port: u16,
     config: PathBuf,
     log: PathBuf,
@@ -161,7 +168,11 @@ impl Node {
             Kind::Data => "redis-server",
             Kind::Sentinel => "redis-sentinel",
         };
-        let child = Command::new(program)
+        let mut command = match &self.namespace {
+            Some((lab, namespace)) => lab.command(namespace, program),
+            None => Command::new(program),
+        };
+        let child = command
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file handle can be cloned"))
@@ -257,6 +268,17 @@ impl RedisHa {
     /// When a template cannot be rendered, a binary is missing, or the
     /// topology does not converge within 20 s.
     pub async fn start(options: RedisHaOptions) -> Self {
+        Self::start_with(options, None).await
+    }
+
+    /// The same topology with every node in a network namespace of its own
+    /// in `lab` (data nodes at host numbers 11-13, Sentinels at 21-23), so
+    /// that a test can cut any of them off from any other.
+    pub async fn start_in(options: RedisHaOptions, lab: Arc<Lab>) -> Self {
+        Self::start_with(options, Some(lab)).await
+    }
+
+    async fn start_with(options: RedisHaOptions, lab: Option<Arc<Lab>>) -> Self {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("evergreen-redis-ha-")
@@ -268,14 +290,21 @@ impl RedisHa {
         let data_ports: Vec<u16> = (0..DATA_NODES).map(|_| wait::free_port()).collect();
         let sentinel_ports: Vec<u16> = (0..SENTINELS).map(|_| wait::free_port()).collect();
 
+        // (address, namespace) of each node.
+        let place = |host_number: u8| match &lab {
+            Some(lab) => (
+                lab.address(host_number),
+                Some((lab.clone(), lab.node(host_number))),
+            ),
+            None => (HOST.to_owned(), None),
+        };
+        let data_places: Vec<_> = (0..DATA_NODES).map(|i| place(11 + i as u8)).collect();
+        let sentinel_places: Vec<_> = (0..SENTINELS).map(|i| place(21 + i as u8)).collect();
         let mut vars: HashMap<&str, String> = HashMap::from([
-            ("REDIS_BIND", HOST.to_owned()),
-            ("REDIS_ANNOUNCE_IP", HOST.to_owned()),
-            ("SENTINEL_ANNOUNCE_IP", HOST.to_owned()),
             ("REDIS_PASSWORD", password.clone()),
             ("SENTINEL_PASSWORD", sentinel_password.clone()),
             ("MASTER_NAME", MASTER_NAME.to_owned()),
-            ("MASTER_IP", HOST.to_owned()),
+            ("MASTER_IP", data_places[0].0.clone()),
             ("MASTER_PORT", data_ports[0].to_string()),
             ("SENTINEL_DOWN_AFTER_MS", options.down_after_ms.to_string()),
             (
@@ -286,9 +315,11 @@ impl RedisHa {
         let templates = templates_dir();
 
         let mut data = Vec::new();
-        for (i, &port) in data_ports.iter().enumerate() {
+        for (i, (&port, (host, namespace))) in data_ports.iter().zip(data_places).enumerate() {
             let node_dir = dir.path().join(format!("redis-{i}"));
             fs::create_dir(&node_dir).expect("node dir can be created");
+            vars.insert("REDIS_BIND", host.clone());
+            vars.insert("REDIS_ANNOUNCE_IP", host.clone());
             vars.insert("REDIS_PORT", port.to_string());
             vars.insert("REDIS_DATA_DIR", path_var(&node_dir));
             let template = if i == 0 {
@@ -300,6 +331,8 @@ impl RedisHa {
             render_file(&templates.join(template), &config, &vars);
             data.push(Node {
                 kind: Kind::Data,
+                host,
+                namespace,
                 port,
                 config,
                 log: node_dir.join("redis.log"),
@@ -307,15 +340,21 @@ impl RedisHa {
             });
         }
         let mut sentinels = Vec::new();
-        for (i, &port) in sentinel_ports.iter().enumerate() {
+        for (i, (&port, (host, namespace))) in
+            sentinel_ports.iter().zip(sentinel_places).enumerate()
+        {
             let node_dir = dir.path().join(format!("sentinel-{i}"));
             fs::create_dir(&node_dir).expect("node dir can be created");
+            vars.insert("REDIS_BIND", host.clone());
+            vars.insert("SENTINEL_ANNOUNCE_IP", host.clone());
             vars.insert("SENTINEL_PORT", port.to_string());
             vars.insert("SENTINEL_DATA_DIR", path_var(&node_dir));
             let config = node_dir.join("sentinel.conf");
             render_file(&templates.join("sentinel.conf.template"), &config, &vars);
             sentinels.push(Node {
                 kind: Kind::Sentinel,
+                host,
+                namespace,
                 port,
                 config,
                 log: node_dir.join("sentinel.log"),
@@ -384,14 +423,41 @@ impl RedisHa {
         self.options
     }
 
-    /// `"127.0.0.1:PORT"` of every Sentinel, killed ones included, in index
+    /// `"HOST:PORT"` of every Sentinel, killed ones included, in index
     /// order.
     #[must_use]
     pub fn sentinel_addrs(&self) -> Vec<String> {
         self.sentinels
             .iter()
-            .map(|s| format!("{HOST}:{}", s.port))
+            .map(|s| format!("{}:{}", s.host, s.port))
             .collect()
+    }
+
+    /// The address of data node `port` (127.0.0.1 unless in a lab).
+    #[must_use]
+    pub fn host_of(&self, port: u16) -> &str {
+        &self.node(port).host
+    }
+
+    /// The addresses of the Sentinels, in index order.
+    #[must_use]
+    pub fn sentinel_hosts(&self) -> Vec<String> {
+        self.sentinels.iter().map(|s| s.host.clone()).collect()
+    }
+
+    /// The network namespace of data node `port`, in a lab.
+    #[must_use]
+    pub fn namespace_of(&self, port: u16) -> Option<&str> {
+        self.node(port).namespace.as_ref().map(|(_, n)| n.as_str())
+    }
+
+    /// The network namespace of Sentinel `index`, in a lab.
+    #[must_use]
+    pub fn sentinel_namespace(&self, index: usize) -> Option<&str> {
+        self.sentinels[index]
+            .namespace
+            .as_ref()
+            .map(|(_, n)| n.as_str())
     }
 
     /// Ports of the data nodes; index 0 is the initial master.
@@ -431,13 +497,27 @@ impl RedisHa {
         .await
     }
 
+    /// The master port Sentinel `index` names, if it answers.
+    pub async fn master_port_seen_by(&self, index: usize) -> Result<u16, String> {
+        let addr: Vec<String> = self
+            .sentinel_query(
+                self.sentinels[index].port,
+                &["GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
+            )
+            .await?;
+        match addr.as_slice() {
+            [_, port] => port.parse().map_err(|e| format!("{e}")),
+            _ => Err(format!("unexpected answer {addr:?}")),
+        }
+    }
+
     /// A new authenticated connection to a data node, with short connect
     /// (500 ms) and response (1 s) timeouts.
     ///
     /// # Panics
     /// When the node does not answer.
     pub async fn connection(&self, port: u16) -> MultiplexedConnection {
-        connect(port, &self.password)
+        connect(self.host_of(port), port, &self.password)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to redis-server :{port}: {e}"))
     }
@@ -508,13 +588,14 @@ impl RedisHa {
     pub async fn restart(&mut self, port: u16) {
         self.node_mut(port).spawn();
         let password = self.password.clone();
+        let host = self.host_of(port).to_owned();
         wait::until(
             &format!("redis-server :{port} to answer PING after a restart"),
             PING_DEADLINE,
             || {
-                let password = password.clone();
+                let (password, host) = (password.clone(), host.clone());
                 async move {
-                    let mut conn = connect(port, &password).await?;
+                    let mut conn = connect(&host, port, &password).await?;
                     redis::cmd("PING")
                         .query_async::<String>(&mut conn)
                         .await
@@ -567,7 +648,7 @@ impl RedisHa {
             .find(|s| s.child.is_some())
             .expect("a Sentinel is running");
         let result: Result<String, String> = async {
-            let mut conn = connect(sentinel.port, &self.sentinel_password).await?;
+            let mut conn = connect(&sentinel.host, sentinel.port, &self.sentinel_password).await?;
             redis::cmd("SENTINEL")
                 .arg("FAILOVER")
                 .arg(MASTER_NAME)
@@ -655,7 +736,7 @@ impl RedisHa {
     }
 
     async fn try_info_replication(&self, port: u16) -> Result<HashMap<String, String>, String> {
-        let mut conn = connect(port, &self.password).await?;
+        let mut conn = connect(self.host_of(port), port, &self.password).await?;
         let text: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut conn)
@@ -669,7 +750,12 @@ impl RedisHa {
         port: u16,
         args: &[&str],
     ) -> Result<T, String> {
-        let mut conn = connect(port, &self.sentinel_password).await?;
+        let host = self
+            .sentinels
+            .iter()
+            .find(|s| s.port == port)
+            .map_or(HOST, |s| s.host.as_str());
+        let mut conn = connect(host, port, &self.sentinel_password).await?;
         redis::cmd("SENTINEL")
             .arg(args)
             .query_async(&mut conn)
@@ -825,8 +911,8 @@ impl Drop for RedisHa {
     }
 }
 
-async fn connect(port: u16, password: &str) -> Result<MultiplexedConnection, String> {
-    let client = redis::Client::open(format!("redis://:{password}@{HOST}:{port}/"))
+async fn connect(host: &str, port: u16, password: &str) -> Result<MultiplexedConnection, String> {
+    let client = redis::Client::open(format!("redis://:{password}@{host}:{port}/"))
         .map_err(|e| e.to_string())?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))

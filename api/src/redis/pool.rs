@@ -182,6 +182,9 @@ const LATEST_READ_MASTER_BUDGET: Duration = Duration::from_millis(500);
 /// it for this long and go to a replica at once; the first read after that
 /// tries the master again.
 const MASTER_SUSPECT_FOR: Duration = Duration::from_secs(1);
+/// No majority of Sentinels heard for this long (six polls) while the master
+/// fails too: this instance is cut off from Redis.
+const CUT_OFF_AFTER: Duration = Duration::from_millis(1500);
 
 /// Cheap to clone; one per process, shared by every worker.
 #[derive(Clone)]
@@ -580,6 +583,21 @@ impl Redis {
         let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
     }
 
+    /// Whether this instance is cut off from Redis: no majority of Sentinels
+    /// answered for [`CUT_OFF_AFTER`] and the master failed within
+    /// [`MASTER_SUSPECT_FOR`]. Its requests then fail at once instead of
+    /// each waiting for the timeouts, so that nginx sends GETs to another
+    /// replica without delay; one operation a second still tries the master
+    /// (once the suspicion has lapsed), and the watcher keeps polling, so it
+    /// recovers by itself when the partition heals.
+    fn cut_off(&self) -> bool {
+        self.master_suspect()
+            && self
+                .watcher
+                .sentinels_silent_for()
+                .is_some_and(|silent| silent > CUT_OFF_AFTER)
+    }
+
     /// Cuts an operation off at `operation_timeout`. A write cut off this way
     /// may still be applied later (the command was sent): callers report it as
     /// unavailable, never as done, and idempotency keys make retries safe.
@@ -587,6 +605,11 @@ impl Redis {
         &self,
         operation: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
+        if self.cut_off() {
+            return Err(RedisError::Unavailable(
+                "this instance cannot reach Redis or the Sentinels".to_owned(),
+            ));
+        }
         tokio::time::timeout(self.operation_timeout, operation)
             .await
             .unwrap_or_else(|_| {

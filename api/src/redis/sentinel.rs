@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::aio::MultiplexedConnection;
@@ -430,6 +430,8 @@ pub struct Watcher {
     metrics: Metrics,
     /// Masters this process followed before the current one.
     former_masters: std::sync::Mutex<Vec<NodeAddr>>,
+    /// When a majority of Sentinels last answered (`None`: never).
+    last_heard: std::sync::Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for Watcher {
@@ -448,8 +450,18 @@ impl Watcher {
             poke: Notify::new(),
             interval,
             former_masters: std::sync::Mutex::default(),
+            last_heard: std::sync::Mutex::default(),
             metrics,
         }
+    }
+
+    /// How long ago a majority of the Sentinels last answered; `None` if
+    /// they never have.
+    pub fn sentinels_silent_for(&self) -> Option<Duration> {
+        self.last_heard
+            .lock()
+            .ok()
+            .and_then(|heard| heard.map(|at| at.elapsed()))
     }
 
     /// Polls until the process ends. Spawned once per `Redis` handle;
@@ -470,6 +482,11 @@ impl Watcher {
     pub async fn poll_once(&self) -> bool {
         let (master, answered) = self.sentinels.current_master().await;
         self.metrics.sentinels_reachable.set(answered as i64);
+        if answered >= self.sentinels.majority()
+            && let Ok(mut heard) = self.last_heard.lock()
+        {
+            *heard = Some(Instant::now());
+        }
         let Some(master) = master else {
             if answered < self.sentinels.majority() {
                 tracing::warn!(

@@ -44,6 +44,8 @@ const STOCK: i64 = 1_000_000;
 /// shipped) + 3 s of writes.
 const WINDOW_BOUND: Duration = Duration::from_secs(8);
 const BUYERS: usize = 8;
+/// How long a partition lasts before it heals.
+const PARTITION: Duration = Duration::from_secs(20);
 
 fn step(text: &str) {
     println!("\n==> {text}");
@@ -300,12 +302,44 @@ async fn scale_to_four(stack: &ComposeProject, api: &Api, monitoring: &Monitorin
     );
 }
 
+/// What a fault must not do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The master goes away: a failover within down-after + 3 s, 99 % of
+    /// reads answered.
+    MasterLost,
+    /// Nothing a client may notice: no failover, no failed request.
+    Unnoticed,
+    /// Redundancy or capacity lost for a while: nothing lost, no TILT.
+    Degraded,
+}
+
+/// Which table of the README a fault belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Fault,
+    Partition,
+}
+
+/// Waits until the master has both replicas attached and online.
+async fn wait_in_sync(stack: &ComposeProject, what: &str) {
+    wait::until(what, HEAL_DEADLINE, || async {
+        let master = stack.try_master_service()?;
+        let info = stack.try_redis_cli(&master, &["info", "replication"])?;
+        let online = info.lines().filter(|l| l.contains("state=online")).count();
+        (info.contains("role:master") && online == 2)
+            .then_some(())
+            .ok_or(info)
+    })
+    .await;
+}
+
 /// What one fault did, on the traffic's clock.
 #[derive(Debug)]
 struct Fault {
     name: &'static str,
-    /// Whether this fault takes the master away (the bounds apply).
-    master: bool,
+    kind: Kind,
+    section: Section,
     started: Duration,
     ended: Duration,
     /// From the fault until a Sentinel confirmed the promotion of a replica
@@ -338,19 +372,8 @@ impl Faults<'_> {
         Ok(self.stack.address_of(&service))
     }
 
-    /// Waits until the master has both replicas attached and online.
     async fn wait_in_sync(&self, what: &str) {
-        wait::until(what, HEAL_DEADLINE, || async {
-            let master = self.stack.try_master_service()?;
-            let info = self
-                .stack
-                .try_redis_cli(&master, &["info", "replication"])?;
-            let online = info.lines().filter(|l| l.contains("state=online")).count();
-            (info.contains("role:master") && online == 2)
-                .then_some(())
-                .ok_or(info)
-        })
-        .await;
+        wait_in_sync(self.stack, what).await;
     }
 
     /// Breaks the master with `break_it`, waits for the promotion and for
@@ -359,6 +382,7 @@ impl Faults<'_> {
     async fn master_fault(
         &self,
         name: &'static str,
+        section: Section,
         break_it: impl FnOnce(&str),
         heal: impl FnOnce(&str),
     ) -> Fault {
@@ -385,6 +409,9 @@ impl Faults<'_> {
         if name.starts_with("pause") {
             self.alert_reaches_the_receiver(started).await;
         }
+        if section == Section::Partition {
+            self.hold(started).await;
+        }
         heal(&old);
         wait::until(
             "the old master to replicate from the new one",
@@ -405,7 +432,23 @@ impl Faults<'_> {
             .sentinel_event_after("+promoted-slave", wall)
             .and_then(|at| (at - wall).to_std().ok())
             .unwrap_or(promoted - started);
-        self.finish(name, true, started, Some(promotion), (tilt, nginx_errors))
+        self.finish(
+            (name, Kind::MasterLost, section),
+            started,
+            Some(promotion),
+            (tilt, nginx_errors),
+        )
+    }
+
+    /// Keeps a partition for [`PARTITION`] from `started`.
+    async fn hold(&self, started: Duration) {
+        let until = started + PARTITION;
+        wait::until(
+            "the partition to have lasted",
+            PARTITION + HEAL_DEADLINE,
+            || async { (self.traffic.now() >= until).then_some(()) },
+        )
+        .await;
     }
 
     /// Kept paused until RedisDown has gone all the way to the receiver.
@@ -434,8 +477,7 @@ impl Faults<'_> {
 
     fn finish(
         &self,
-        name: &'static str,
-        master: bool,
+        (name, kind, section): (&'static str, Kind, Section),
         started: Duration,
         failover: Option<Duration>,
         (tilt, nginx_errors): (usize, usize),
@@ -443,7 +485,8 @@ impl Faults<'_> {
         let (tilt_now, nginx_now) = self.log_counts();
         let fault = Fault {
             name,
-            master,
+            kind,
+            section,
             started,
             ended: self.traffic.now(),
             failover,
@@ -493,7 +536,12 @@ impl Faults<'_> {
         );
         self.stack.run(&["start", replica]);
         self.wait_in_sync("the killed replica to resync").await;
-        self.finish("kill -s KILL a replica", false, started, None, counts)
+        self.finish(
+            ("kill -s KILL a replica", Kind::Degraded, Section::Fault),
+            started,
+            None,
+            counts,
+        )
     }
 
     /// `docker compose restart` of all six Redis services at once.
@@ -522,8 +570,127 @@ impl Faults<'_> {
             .count();
         assert_eq!(masters, 1, "exactly one master after the restart");
         self.finish(
-            "restart of the whole Redis tier",
-            false,
+            (
+                "restart of the whole Redis tier",
+                Kind::Degraded,
+                Section::Fault,
+            ),
+            started,
+            None,
+            counts,
+        )
+    }
+}
+
+impl Faults<'_> {
+    /// The Jepsen case: the master cut off from the three Sentinels and from
+    /// one replica, while the API replicas and the other replica still reach
+    /// it. It keeps accepting writes from clients that still see it while
+    /// the Sentinels promote a replica; every write it accepts after the cut
+    /// must be refused (503) or later replayed by its key, never lost.
+    async fn master_cut_from_sentinels_and_a_replica(&self) -> Fault {
+        let stack = self.stack;
+        let peers = |master: &str| {
+            let replica = DATA_NODES
+                .iter()
+                .map(|(name, _)| *name)
+                .find(|name| *name != master)
+                .expect("a replica");
+            let mut peers: Vec<String> = SENTINELS.iter().map(|s| stack.address_of(s)).collect();
+            peers.push(stack.address_of(replica));
+            peers
+        };
+        self.master_fault(
+            "master cut off from the Sentinels and one replica, still reached by the API",
+            Section::Partition,
+            |m| stack.cut_off(&stack.first_container(m), &peers(m)),
+            |m| stack.restore(&stack.first_container(m)),
+        )
+        .await
+    }
+
+    /// One Sentinel alone on the other side of a partition (a minority):
+    /// it may believe the master down, but cannot fail it over; clients
+    /// notice nothing, and it rejoins when the partition heals.
+    async fn sentinel_isolated(&self) -> Fault {
+        let counts = self.log_counts();
+        let master = self.stack.master_service();
+        let started = self.traffic.now();
+        self.stack.disconnect("sentinel-1");
+        self.hold(started).await;
+        assert_eq!(
+            self.stack.master_service(),
+            master,
+            "one Sentinel of three must not cause a failover"
+        );
+        self.stack.reconnect("sentinel-1");
+        wait::until("sentinel-1 to rejoin", HEAL_DEADLINE, || async {
+            let seen = self.stack.try_master_seen_by("sentinel-1");
+            let others = self.stack.try_master_seen_by("sentinel-2");
+            let quorum = self
+                .stack
+                .try_redis_cli("sentinel-1", &["sentinel", "ckquorum", "evergreen"]);
+            match (&seen, &others, &quorum) {
+                (Ok(a), Ok(b), Ok(q)) if a == b && q.starts_with("OK") => Ok(()),
+                _ => Err((seen, others, quorum)),
+            }
+        })
+        .await;
+        self.finish(
+            (
+                "one Sentinel cut off (a minority)",
+                Kind::Unnoticed,
+                Section::Partition,
+            ),
+            started,
+            None,
+            counts,
+        )
+    }
+
+    /// One API replica cut off from every Redis node and Sentinel, still
+    /// reached by nginx: its requests fail within the Redis timeouts (503),
+    /// nginx sends GETs that failed there to another replica, nothing hangs.
+    async fn api_replica_cut_from_redis(&self) -> Fault {
+        let counts = self.log_counts();
+        let api = self.stack.first_container("api");
+        let peers: Vec<String> = DATA_NODES
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(SENTINELS)
+            .map(|name| self.stack.address_of(name))
+            .collect();
+        let started = self.traffic.now();
+        self.stack.cut_off(&api, &peers);
+        self.hold(started).await;
+        self.stack.restore(&api);
+        let restored = self.traffic.now();
+        wait::until(
+            "the cut-off replica to serve again",
+            HEAL_DEADLINE,
+            || async {
+                let report = self.traffic.snapshot();
+                let recent = report
+                    .writes
+                    .iter()
+                    .filter(|w| w.started > restored + Duration::from_secs(3));
+                let (ok, failed) = recent.fold((0, 0), |(ok, failed), w| {
+                    if w.succeeded() {
+                        (ok + 1, failed)
+                    } else {
+                        (ok, failed + 1)
+                    }
+                });
+                (ok > 40 && failed == 0).then_some(()).ok_or((ok, failed))
+            },
+        )
+        .await;
+        self.finish(
+            (
+                "one API replica cut off from Redis, not from nginx",
+                Kind::Degraded,
+                Section::Partition,
+            ),
             started,
             None,
             counts,
@@ -553,95 +720,154 @@ async fn faults_under_traffic(
         traffic.succeeded_after(Duration::ZERO).then_some(())
     })
     .await;
-    let faults = Faults {
-        stack,
-        traffic: &traffic,
-        monitoring,
+    let done = {
+        let faults = Faults {
+            stack,
+            traffic: &traffic,
+            monitoring,
+        };
+        let run = |args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            stack.run(&args);
+        };
+        let mut done = Vec::new();
+        step("pause the master (docker compose pause)");
+        done.push(
+            faults
+                .master_fault(
+                    "pause the master",
+                    Section::Fault,
+                    |m| run(vec!["pause".into(), m.into()]),
+                    |m| run(vec!["unpause".into(), m.into()]),
+                )
+                .await,
+        );
+        step("kill -s KILL the master, then start it");
+        done.push(
+            faults
+                .master_fault(
+                    "kill -s KILL the master",
+                    Section::Fault,
+                    |m| run(vec!["kill".into(), "-s".into(), "KILL".into(), m.into()]),
+                    |m| run(vec!["start".into(), m.into()]),
+                )
+                .await,
+        );
+        step("stop the master (SIGTERM: Redis saves and exits), then start it");
+        done.push(
+            faults
+                .master_fault(
+                    "stop the master",
+                    Section::Fault,
+                    |m| run(vec!["stop".into(), m.into()]),
+                    |m| run(vec!["start".into(), m.into()]),
+                )
+                .await,
+        );
+        step("rm -sf the master, then up -d (a new container)");
+        done.push(
+            faults
+                .master_fault(
+                    "rm -sf the master, up -d",
+                    Section::Fault,
+                    |m| run(vec!["rm".into(), "-sf".into(), m.into()]),
+                    |m| run(vec!["up".into(), "-d".into(), m.into()]),
+                )
+                .await,
+        );
+        step("kill one Sentinel, then kill the master (2 of 3 Sentinels left)");
+        done.push(
+            faults
+                .master_fault(
+                    "kill a Sentinel and the master",
+                    Section::Fault,
+                    |m| {
+                        run(vec![
+                            "kill".into(),
+                            "-s".into(),
+                            "KILL".into(),
+                            "sentinel-1".into(),
+                        ]);
+                        run(vec!["kill".into(), "-s".into(), "KILL".into(), m.into()]);
+                    },
+                    |m| {
+                        run(vec!["start".into(), m.into()]);
+                        run(vec!["start".into(), "sentinel-1".into()]);
+                    },
+                )
+                .await,
+        );
+        wait::until(
+            "sentinel-1 to follow the new master",
+            HEAL_DEADLINE,
+            || async {
+                let seen = stack.try_master_seen_by("sentinel-1");
+                let master = stack.try_master_seen_by("sentinel-2");
+                match (&seen, &master) {
+                    (Ok(a), Ok(b)) if a == b => Ok(()),
+                    _ => Err((seen, master)),
+                }
+            },
+        )
+        .await;
+        step("kill -s KILL a replica, then start it");
+        done.push(faults.replica_killed().await);
+        step("partition: the master cut off from everyone (docker network disconnect)");
+        done.push(
+            faults
+                .master_fault(
+                    "master cut off from everyone",
+                    Section::Partition,
+                    |m| stack.disconnect(m),
+                    |m| stack.reconnect(m),
+                )
+                .await,
+        );
+        step("partition: the master cut off from the Sentinels and one replica, not from the API");
+        done.push(faults.master_cut_from_sentinels_and_a_replica().await);
+        step("partition: one Sentinel cut off");
+        done.push(faults.sentinel_isolated().await);
+        step("partition: one API replica cut off from Redis, not from nginx");
+        done.push(faults.api_replica_cut_from_redis().await);
+        step("restart the whole Redis tier at once");
+        done.push(faults.tier_restarted().await);
+        done
     };
-    let run = |args: Vec<String>| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        stack.run(&args);
+    let report = traffic.finish().await;
+    no_split(stack).await;
+    (done, report)
+}
+
+/// Once traffic has stopped and the replicas have caught up, every data
+/// node, each former master included, holds exactly the master's data.
+async fn no_split(stack: &ComposeProject) {
+    wait_in_sync(stack, "the replicas to catch up after the run").await;
+    let sizes = |command: &[&str]| -> Vec<Result<String, String>> {
+        DATA_NODES
+            .iter()
+            .map(|(name, _)| stack.try_redis_cli(name, command))
+            .collect()
     };
-    let mut done = Vec::new();
-    step("pause the master (docker compose pause)");
-    done.push(
-        faults
-            .master_fault(
-                "pause the master",
-                |m| run(vec!["pause".into(), m.into()]),
-                |m| run(vec!["unpause".into(), m.into()]),
-            )
-            .await,
-    );
-    step("kill -s KILL the master, then start it");
-    done.push(
-        faults
-            .master_fault(
-                "kill -s KILL the master",
-                |m| run(vec!["kill".into(), "-s".into(), "KILL".into(), m.into()]),
-                |m| run(vec!["start".into(), m.into()]),
-            )
-            .await,
-    );
-    step("stop the master (SIGTERM: Redis saves and exits), then start it");
-    done.push(
-        faults
-            .master_fault(
-                "stop the master",
-                |m| run(vec!["stop".into(), m.into()]),
-                |m| run(vec!["start".into(), m.into()]),
-            )
-            .await,
-    );
-    step("rm -sf the master, then up -d (a new container)");
-    done.push(
-        faults
-            .master_fault(
-                "rm -sf the master, up -d",
-                |m| run(vec!["rm".into(), "-sf".into(), m.into()]),
-                |m| run(vec!["up".into(), "-d".into(), m.into()]),
-            )
-            .await,
-    );
-    step("kill one Sentinel, then kill the master (2 of 3 Sentinels left)");
-    done.push(
-        faults
-            .master_fault(
-                "kill a Sentinel and the master",
-                |m| {
-                    run(vec![
-                        "kill".into(),
-                        "-s".into(),
-                        "KILL".into(),
-                        "sentinel-1".into(),
-                    ]);
-                    run(vec!["kill".into(), "-s".into(), "KILL".into(), m.into()]);
-                },
-                |m| {
-                    run(vec!["start".into(), m.into()]);
-                    run(vec!["start".into(), "sentinel-1".into()]);
-                },
-            )
-            .await,
-    );
-    wait::until(
-        "sentinel-1 to follow the new master",
+    let (dbsize, purchases) = wait::until(
+        "every node to hold the same data",
         HEAL_DEADLINE,
         || async {
-            let seen = stack.try_master_seen_by("sentinel-1");
-            let master = stack.try_master_seen_by("sentinel-2");
-            match (&seen, &master) {
-                (Ok(a), Ok(b)) if a == b => Ok(()),
-                _ => Err((seen, master)),
+            let dbsize = sizes(&["dbsize"]);
+            let purchases = sizes(&["zcard", "evergreen:v1:purchases"]);
+            let same = |v: &[Result<String, String>]| v.iter().all(|x| x.is_ok() && *x == v[0]);
+            if same(&dbsize) && same(&purchases) {
+                Ok((dbsize[0].clone(), purchases[0].clone()))
+            } else {
+                Err((dbsize, purchases))
             }
         },
     )
     .await;
-    step("kill -s KILL a replica, then start it");
-    done.push(faults.replica_killed().await);
-    step("restart the whole Redis tier at once");
-    done.push(faults.tier_restarted().await);
-    (done, traffic.finish().await)
+    println!(
+        "no split: all three data nodes hold {} keys and {} purchases",
+        dbsize.unwrap_or_default(),
+        purchases.unwrap_or_default()
+    );
 }
 
 /// The API's own log line (with the reason) of reads it answered with 503.
@@ -657,86 +883,154 @@ fn failed_reads_as_the_api_logged_them(stack: &ComposeProject) {
     }
 }
 
-/// The table of the README, and the assertions behind it.
-fn judge(faults: &[Fault], report: &Report, recorded: &BTreeSet<String>) {
-    println!(
-        "\n| fault | failover | write-unavailability window | reads ok / failed | acknowledged | lost | Sentinel TILT | nginx errors |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut problems = Vec::new();
-    let mut failed_read_notes = Vec::new();
-    for fault in faults {
-        let window = report.write_gap_within(fault.started, fault.ended);
-        let reads = report.reads_between(fault.started, fault.ended);
-        let failed_reads = reads.iter().filter(|r| !r.ok()).count();
-        let acknowledged: Vec<String> = report
-            .writes
-            .iter()
-            .filter(|w| {
-                w.succeeded() && w.finished() >= fault.started && w.finished() < fault.ended
-            })
-            .filter_map(|w| w.purchase_id.map(|id| id.to_string()))
-            .collect();
-        let lost = acknowledged
+/// What the traffic saw during one fault.
+struct Figures {
+    window: Duration,
+    reads: usize,
+    failed_reads: usize,
+    failed_reads_by_kind: std::collections::BTreeMap<String, usize>,
+    acknowledged: usize,
+    lost: usize,
+    /// Purchase attempts answered 503 (retried with their key), and from the
+    /// first to the last of them.
+    refused: usize,
+    refused_for: Duration,
+    failed_writes: usize,
+}
+
+fn figures(fault: &Fault, report: &Report, recorded: &BTreeSet<String>) -> Figures {
+    let during = |at: Duration| at >= fault.started && at < fault.ended;
+    let reads = report.reads_between(fault.started, fault.ended);
+    let mut failed_reads_by_kind = std::collections::BTreeMap::new();
+    for read in reads.iter().filter(|r| !r.ok()) {
+        *failed_reads_by_kind
+            .entry(format!(
+                "{:?} {:?}",
+                read.kind,
+                read.status.map(|s| s.as_u16())
+            ))
+            .or_default() += 1;
+    }
+    let acknowledged: Vec<String> = report
+        .writes
+        .iter()
+        .filter(|w| w.succeeded() && during(w.finished()))
+        .filter_map(|w| w.purchase_id.map(|id| id.to_string()))
+        .collect();
+    let refused: Vec<Duration> = report
+        .writes
+        .iter()
+        .filter(|w| w.status == Some(StatusCode::SERVICE_UNAVAILABLE) && during(w.started))
+        .map(|w| w.finished())
+        .collect();
+    Figures {
+        window: report.write_gap_within(fault.started, fault.ended),
+        reads: reads.len(),
+        failed_reads: reads.iter().filter(|r| !r.ok()).count(),
+        failed_reads_by_kind,
+        lost: acknowledged
             .iter()
             .filter(|id| !recorded.contains(id.as_str()))
-            .count();
+            .count(),
+        acknowledged: acknowledged.len(),
+        refused: refused.len(),
+        refused_for: match (refused.iter().min(), refused.iter().max()) {
+            (Some(first), Some(last)) => *last - *first,
+            _ => Duration::ZERO,
+        },
+        failed_writes: report
+            .writes
+            .iter()
+            .filter(|w| !w.succeeded() && during(w.started))
+            .count(),
+    }
+}
+
+/// The tables of the README, and the assertions behind them.
+fn judge(faults: &[Fault], report: &Report, recorded: &BTreeSet<String>) {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    for section in [Section::Fault, Section::Partition] {
         println!(
-            "| {} | {} | {:.1} s | {} / {} | {} | {lost} | {} | {} |",
-            fault.name,
-            fault
-                .failover
-                .map_or("none".to_owned(), |f| format!("{:.1} s", f.as_secs_f64())),
-            window.as_secs_f64(),
-            reads.len() - failed_reads,
-            failed_reads,
-            acknowledged.len(),
-            if fault.tilt == 0 {
-                "no".to_owned()
+            "\n| {} | failover | write-unavailability window | reads ok / failed | acknowledged | lost | refused (503, retried) | Sentinel TILT | nginx errors |",
+            if section == Section::Fault {
+                "fault"
             } else {
-                format!("{} lines", fault.tilt)
-            },
-            fault.nginx_errors,
-        );
-        if failed_reads > 0 {
-            let mut by_kind: std::collections::BTreeMap<String, usize> = Default::default();
-            for read in reads.iter().filter(|r| !r.ok()) {
-                *by_kind
-                    .entry(format!(
-                        "{:?} {:?}",
-                        read.kind,
-                        read.status.map(|s| s.as_u16())
-                    ))
-                    .or_default() += 1;
+                "partition"
             }
-            failed_read_notes.push(format!("{}: failed reads {by_kind:?}", fault.name));
-        }
-        if lost > 0 {
-            problems.push(format!(
-                "{}: {lost} acknowledged purchases lost",
-                fault.name
-            ));
-        }
-        if fault.tilt > 0 {
-            problems.push(format!("{}: a Sentinel entered TILT", fault.name));
-        }
-        if fault.master {
-            if window > WINDOW_BOUND {
-                problems.push(format!(
-                    "{}: window {window:?} > {WINDOW_BOUND:?}",
-                    fault.name
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for fault in faults.iter().filter(|f| f.section == section) {
+            let f = figures(fault, report, recorded);
+            println!(
+                "| {} | {} | {:.1} s | {} / {} | {} | {} | {} in {:.1} s | {} | {} |",
+                fault.name,
+                fault
+                    .failover
+                    .map_or("none".to_owned(), |d| format!("{:.1} s", d.as_secs_f64())),
+                f.window.as_secs_f64(),
+                f.reads - f.failed_reads,
+                f.failed_reads,
+                f.acknowledged,
+                f.lost,
+                f.refused,
+                f.refused_for.as_secs_f64(),
+                if fault.tilt == 0 {
+                    "no".to_owned()
+                } else {
+                    format!("{} lines", fault.tilt)
+                },
+                fault.nginx_errors,
+            );
+            if f.failed_reads > 0 {
+                notes.push(format!(
+                    "{}: failed reads {:?}",
+                    fault.name, f.failed_reads_by_kind
                 ));
             }
-            if failed_reads * 100 > reads.len() {
+            if f.lost > 0 {
                 problems.push(format!(
-                    "{}: {failed_reads} of {} reads failed",
-                    fault.name,
-                    reads.len()
+                    "{}: {} acknowledged purchases lost",
+                    fault.name, f.lost
+                ));
+            }
+            if fault.tilt > 0 {
+                problems.push(format!("{}: a Sentinel entered TILT", fault.name));
+            }
+            match fault.kind {
+                Kind::MasterLost => {
+                    if f.window > WINDOW_BOUND {
+                        problems.push(format!(
+                            "{}: window {:?} > {WINDOW_BOUND:?}",
+                            fault.name, f.window
+                        ));
+                    }
+                    if f.failed_reads * 100 > f.reads {
+                        problems.push(format!(
+                            "{}: {} of {} reads failed",
+                            fault.name, f.failed_reads, f.reads
+                        ));
+                    }
+                }
+                Kind::Unnoticed => {
+                    if f.failed_reads + f.failed_writes > 0 {
+                        problems.push(format!(
+                            "{}: clients noticed ({} reads, {} purchases failed)",
+                            fault.name, f.failed_reads, f.failed_writes
+                        ));
+                    }
+                }
+                Kind::Degraded => {}
+            }
+            if fault.name.starts_with("one API replica") && f.failed_reads > 0 {
+                problems.push(format!(
+                    "{}: nginx must send GETs that failed on the cut-off replica to another",
+                    fault.name
                 ));
             }
         }
     }
-    for note in &failed_read_notes {
+    for note in &notes {
         println!("{note}");
     }
     let lost: Vec<_> = report

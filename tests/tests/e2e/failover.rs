@@ -6,12 +6,14 @@
 //! Each prints its measured write-unavailability window and the acknowledged
 //! writes lost (which must be 0).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use evergreen_api::redis::Keys;
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, TestStack};
 use evergreen_tests::client::{Api, Session};
-use evergreen_tests::gateway::Gateway;
+use evergreen_tests::gateway::{Gateway, GatewayOptions};
+use evergreen_tests::lab::Lab;
 use evergreen_tests::redis_ha::RedisHa;
 use evergreen_tests::traffic::{Report, Traffic};
 use evergreen_tests::wait;
@@ -25,10 +27,10 @@ const WRITERS: usize = 4;
 const READERS: usize = 2;
 /// No request may take longer: the API bounds every Redis operation at 3 s
 /// (operation_timeout_ms) and a request does at most two of them in sequence.
-const REQUEST_BOUND: Duration = Duration::from_secs(6);
+pub(crate) const REQUEST_BOUND: Duration = Duration::from_secs(6);
 /// Sentinel needs down-after (2 s here) plus an election; the old master needs
 /// ~10-11 s more to be turned into a replica.
-const HEAL_DEADLINE: Duration = Duration::from_secs(40);
+pub(crate) const HEAL_DEADLINE: Duration = Duration::from_secs(40);
 
 /// Where the traffic goes: two in-process API instances called directly, or
 /// API processes behind nginx (the shipped gateway).
@@ -37,7 +39,7 @@ enum Backend {
     BehindNginx(Box<Gateway>),
 }
 
-struct Scenario {
+pub(crate) struct Scenario {
     backend: Backend,
     key_prefix: String,
     apis: Vec<Api>,
@@ -47,7 +49,16 @@ struct Scenario {
 
 impl Scenario {
     async fn start() -> Self {
-        let stack = TestStack::start_with(2, Default::default()).await;
+        Self::direct(TestStack::start_with(2, Default::default()).await).await
+    }
+
+    /// Two in-process API instances over Redis in `lab`: every Redis node
+    /// and Sentinel in a network namespace of its own.
+    pub(crate) async fn in_lab(lab: Arc<Lab>) -> Self {
+        Self::direct(TestStack::start_in(2, Default::default(), lab).await).await
+    }
+
+    async fn direct(stack: TestStack) -> Self {
         let apis = vec![stack.api(0), stack.api(1)];
         let key_prefix = stack.key_prefix.clone();
         Self::with_traffic_to(Backend::Direct(stack), key_prefix, apis).await
@@ -55,10 +66,22 @@ impl Scenario {
 
     /// Two API processes behind nginx; every request goes through nginx.
     async fn behind_nginx() -> Self {
-        let gateway = Gateway::start(2).await;
+        Self::behind_nginx_with(GatewayOptions::default()).await
+    }
+
+    pub(crate) async fn behind_nginx_with(options: GatewayOptions) -> Self {
+        let gateway = Gateway::start_with(2, options).await;
         let apis = vec![Api::new(&gateway.nginx.base_url())];
         let key_prefix = gateway.key_prefix().to_owned();
         Self::with_traffic_to(Backend::BehindNginx(Box::new(gateway)), key_prefix, apis).await
+    }
+
+    /// The gateway, when the traffic goes through nginx.
+    pub(crate) fn gateway(&self) -> Option<&Gateway> {
+        match &self.backend {
+            Backend::BehindNginx(gateway) => Some(gateway),
+            Backend::Direct(_) => None,
+        }
     }
 
     async fn with_traffic_to(backend: Backend, key_prefix: String, apis: Vec<Api>) -> Self {
@@ -78,14 +101,14 @@ impl Scenario {
         }
     }
 
-    fn redis(&self) -> &RedisHa {
+    pub(crate) fn redis(&self) -> &RedisHa {
         match &self.backend {
             Backend::Direct(stack) => &stack.redis,
             Backend::BehindNginx(gateway) => &gateway.redis,
         }
     }
 
-    fn redis_mut(&mut self) -> &mut RedisHa {
+    pub(crate) fn redis_mut(&mut self) -> &mut RedisHa {
         match &mut self.backend {
             Backend::Direct(stack) => &mut stack.redis,
             Backend::BehindNginx(gateway) => &mut gateway.redis,
@@ -101,7 +124,7 @@ impl Scenario {
     }
 
     /// Traffic that has already completed a purchase.
-    async fn flowing_traffic(&self) -> Traffic {
+    pub(crate) async fn flowing_traffic(&self) -> Traffic {
         let traffic = self.traffic();
         wait::until("traffic to flow", HEAL_DEADLINE, || async {
             traffic.succeeded_after(Duration::ZERO).then_some(())
@@ -111,7 +134,7 @@ impl Scenario {
     }
 
     /// Verifies, prints the measured figures, and asserts the guarantees.
-    async fn conclude(&self, name: &str, report: &Report, fault: Duration) {
+    pub(crate) async fn conclude(&self, name: &str, report: &Report, fault: Duration) {
         let lost = self.verify(report).await;
         let gap = report.write_gap(fault);
         summarize(name, report, gap, lost);
@@ -122,7 +145,7 @@ impl Scenario {
         );
     }
 
-    async fn wait_for_writes_after(&self, traffic: &Traffic, fault: Duration) {
+    pub(crate) async fn wait_for_writes_after(&self, traffic: &Traffic, fault: Duration) {
         wait::until(
             "a purchase to succeed after the fault",
             HEAL_DEADLINE,

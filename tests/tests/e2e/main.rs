@@ -11,6 +11,7 @@ mod gateway;
 mod loadgen;
 mod monitoring;
 mod operations;
+mod partitions;
 mod products;
 mod purchases;
 mod safe_retries;
