@@ -160,7 +160,7 @@ pub struct StoreSettings {
     /// ISO 4217 code of the store's single currency.
     #[validate(custom(function = "validate_currency"))]
     pub currency: String,
-    /// How long purchase idempotency keys are remembered.
+    /// How long idempotency keys (purchases, stock deltas) are remembered.
     #[validate(range(min = 60, max = 604800))]
     pub idempotency_key_ttl_secs: u64,
     /// Window in which a repeated key is treated as "still in flight".

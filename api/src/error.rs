@@ -289,6 +289,7 @@ impl From<RedisError> for ApiError {
     fn from(error: RedisError) -> Self {
         match error {
             RedisError::Unavailable(detail) => Self::Unavailable(detail),
+            RedisError::CutOff => Self::Unavailable(RedisError::CutOff.to_string()),
             RedisError::Unconfirmed => Self::Unavailable(
                 "the write could not be confirmed by a replica; it may not have been saved. \
                  Retry (with the same Idempotency-Key for purchases)"

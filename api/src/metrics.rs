@@ -195,7 +195,7 @@ impl Metrics {
     ) {
         let outcome = match result {
             Ok(_) => "ok",
-            Err(RedisError::Unavailable(_)) => "unavailable",
+            Err(RedisError::Unavailable(_) | RedisError::CutOff) => "unavailable",
             Err(RedisError::Unconfirmed) => "unconfirmed",
             Err(RedisError::OutOfMemory) => "out_of_memory",
             Err(RedisError::Unexpected(_)) => "unexpected",

@@ -496,13 +496,13 @@ fn sentinel_log_time(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|naive| naive.and_utc())
 }
 
-/// A /24 under 10.151 that no Docker network of this engine uses yet, so
+/// A /24 under 10.151 that overlaps no network of this Docker engine, so
 /// that a check never clashes with a stack (or a leftover project) already
 /// running here.
 fn free_subnet_prefix() -> String {
     let networks = stdout(Command::new("docker").args(["network", "ls", "-q"]));
-    let used = if networks.is_empty() {
-        String::new()
+    let used: Vec<(u32, u32)> = if networks.is_empty() {
+        Vec::new()
     } else {
         let mut inspect = Command::new("docker");
         inspect.args([
@@ -513,12 +513,32 @@ fn free_subnet_prefix() -> String {
         ]);
         inspect.args(networks.lines());
         stdout(&mut inspect)
+            .split_whitespace()
+            .filter_map(cidr_range)
+            .collect()
     };
     let start = std::process::id() % 100;
     (0..100)
         .map(|i| format!("10.151.{}", 100 + (start + i) % 100))
-        .find(|prefix| !used.contains(&format!("{prefix}.0/")))
+        .find(|prefix| {
+            let (low, high) = cidr_range(&format!("{prefix}.0/24")).expect("a /24");
+            used.iter().all(|(l, h)| high < *l || low > *h)
+        })
         .expect("a free 10.151.x.0/24")
+}
+
+/// First and last address of an IPv4 CIDR block (IPv6 ones are skipped).
+fn cidr_range(cidr: &str) -> Option<(u32, u32)> {
+    let (address, bits) = cidr.split_once('/')?;
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    let low = u32::from(address) & mask;
+    Some((low, low | !mask))
 }
 
 impl Drop for ComposeProject {

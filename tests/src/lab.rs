@@ -5,10 +5,14 @@
 //! running inside it, reach every node. A partition is a set of iptables
 //! rules inside one node's namespace.
 //!
-//! Everything is created by the test and removed when the [`Lab`] is dropped:
-//! no rule touches the machine's own namespace, and traffic stays inside the
-//! namespaces the test made. Needs root (`ip netns add`) and Debian's
-//! iproute2 and iptables; [`Lab::create`] says why when it cannot.
+//! Everything is created by the test and removed when the [`Lab`] is dropped;
+//! a lab left behind by a test process that was killed (a timeout, Ctrl-C) is
+//! removed by the next [`Lab::create`]. In the machine's own namespace a lab
+//! adds only the test's leg: one veth end with an address in 198.18.0.0/15
+//! (reserved for network tests, RFC 2544) and its route; no iptables rule is
+//! ever written there, and traffic stays inside the namespaces the test
+//! made. Needs root (`ip netns add`) and Debian's iproute2 and iptables;
+//! [`Lab::create`] says why when it cannot.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -17,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Labs made by this process, for unique names.
 static LABS: AtomicU32 = AtomicU32::new(0);
 
-/// A /24 of namespaces; addresses are `10.A.B.<host>`.
+/// A /24 of namespaces; addresses are `198.A.B.<host>`.
 #[derive(Debug)]
 pub struct Lab {
     /// Short and unique: namespace and interface names start with it
@@ -63,19 +67,21 @@ fn run(args: &[&str]) -> Result<(), String> {
 
 impl Lab {
     /// The hub namespace with its bridge, and the leg from the test's
-    /// namespace (address `10.A.B.1`).
+    /// namespace (address `198.A.B.1`).
     ///
     /// # Errors
     /// When this machine cannot make namespaces (not root, no iproute2):
     /// the reason, for the test to print as SKIPPED.
     pub fn create() -> Result<Self, String> {
+        run(&[iptables(), "--version"]).map_err(|e| format!("no iptables: {e}"))?;
+        sweep_abandoned_labs();
         let serial = LABS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let name = format!("eg{:x}", (pid % 0xffff) * 16 + serial % 16);
-        let subnet = [
-            100 + (pid % 100) as u8,
-            ((pid / 100 + serial * 37) % 250) as u8,
-        ];
+        let name = format!("eg{pid}x{serial}");
+        if name.len() > 12 {
+            return Err(format!("{name}: too long for interface names"));
+        }
+        let subnet = free_subnet(pid, serial)?;
         let lab = Self {
             name,
             subnet,
@@ -103,9 +109,9 @@ impl Lab {
         Ok(lab)
     }
 
-    /// `10.A.B.host`.
+    /// `198.A.B.host`.
     pub fn address(&self, host: u8) -> String {
-        format!("10.{}.{}.{host}", self.subnet[0], self.subnet[1])
+        format!("198.{}.{}.{host}", self.subnet[0], self.subnet[1])
     }
 
     /// The address the test's own namespace has in the lab.
@@ -128,7 +134,7 @@ impl Lab {
         format!("{}-hub", self.name)
     }
 
-    /// A namespace for one node at `10.A.B.host`, plugged into the bridge.
+    /// A namespace for one node at `198.A.B.host`, plugged into the bridge.
     /// Returns its name, for [`Self::command`].
     ///
     /// # Panics
@@ -215,6 +221,55 @@ impl Lab {
             ])
             .unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+}
+
+/// A /24 of 198.18.0.0/15 that no route of this machine covers yet.
+fn free_subnet(pid: u32, serial: u32) -> Result<[u8; 2], String> {
+    let routes = Command::new(ip())
+        .args(["-4", "route", "show", "table", "all"])
+        .output()
+        .map_err(|e| format!("cannot run ip route: {e}"))?;
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    (0..512u32)
+        .map(|i| {
+            let n = (pid.wrapping_mul(7919).wrapping_add(serial * 131) + i) % 512;
+            [18 + (n / 256) as u8, (n % 256) as u8]
+        })
+        .find(|[a, b]| !routes.contains(&format!("198.{a}.{b}.")))
+        .ok_or_else(|| "no free /24 in 198.18.0.0/15".to_owned())
+}
+
+/// Removes the labs of test processes that no longer run: their processes,
+/// their namespaces and their leg (a lab is named `eg<pid>x<serial>`).
+fn sweep_abandoned_labs() {
+    let Ok(listing) = Command::new(ip()).args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        let namespace = line.split_whitespace().next().unwrap_or_default();
+        let Some(lab) = namespace
+            .strip_prefix("eg")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        let Some(pid) = lab.split('x').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = Command::new(ip())
+            .args(["netns", "pids", namespace])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = run(&["ip", "link", "del", &format!("eg{lab}r")]);
+        let _ = run(&["ip", "netns", "del", namespace]);
     }
 }
 

@@ -158,6 +158,7 @@ impl Traffic {
                         purchase_id,
                     });
                     if status == Some(StatusCode::CREATED) {
+                        assert!(purchase_id.is_some(), "a 201 without a purchase id");
                         // A client always sees its own purchase right after its 201.
                         if let Some(id) = purchase_id {
                             let read = timed_get(

@@ -117,7 +117,6 @@ impl SessionStore<'_> {
                 .arg(self.settings.refresh_token_ttl_secs)
                 .arg(self.keys.user_sessions_prefix())
                 .arg(session_id.to_string())
-                .arg(chrono::Utc::now().timestamp_millis())
                 .arg(self.settings.refresh_reuse_interval_secs * 1000)
                 .to_owned(),
         );

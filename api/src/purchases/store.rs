@@ -155,8 +155,14 @@ impl PurchaseStore<'_> {
     pub async fn get(&self, id: Uuid) -> Result<Option<Purchase>, RedisError> {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(self.keys.purchase(id));
-        let (fields,): (HashMap<String, String>,) =
-            self.redis.read_latest("purchase_get", &pipe).await?;
+        let (fields,): (HashMap<String, String>,) = self
+            .redis
+            .read_latest(
+                "purchase_get",
+                &pipe,
+                |(fields,): &(HashMap<String, String>,)| fields.is_empty(),
+            )
+            .await?;
         if fields.is_empty() {
             Ok(None)
         } else {
@@ -182,7 +188,12 @@ impl PurchaseStore<'_> {
             .arg("LIMIT")
             .arg(0)
             .arg(limit + 1);
-        let (mut members,): (Vec<String>,) = self.redis.read_latest("purchase_list", &pipe).await?;
+        // A replica's list may miss the newest purchase but never denies one
+        // that a page shows: no "absent" answer to refuse.
+        let (mut members,): (Vec<String>,) = self
+            .redis
+            .read_latest("purchase_list", &pipe, |_: &(Vec<String>,)| false)
+            .await?;
         let more = members.len() > limit;
         members.truncate(limit);
         if members.is_empty() {
@@ -194,8 +205,14 @@ impl PurchaseStore<'_> {
                 .ok_or_else(|| RedisError::Unexpected("bad purchase index member".to_owned()))?;
             pipe.cmd("HGETALL").arg(self.keys.purchase(id));
         }
-        let records: Vec<HashMap<String, String>> =
-            self.redis.read_latest("purchase_list", &pipe).await?;
+        let records: Vec<HashMap<String, String>> = self
+            .redis
+            .read_latest(
+                "purchase_list",
+                &pipe,
+                |records: &Vec<HashMap<String, String>>| records.iter().any(HashMap::is_empty),
+            )
+            .await?;
         let purchases = records
             .iter()
             .filter(|f| !f.is_empty())

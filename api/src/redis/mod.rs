@@ -28,6 +28,11 @@ pub enum RedisError {
     /// and before queueing a transaction's commands); reads still work.
     #[error("Redis is out of memory (maxmemory reached)")]
     OutOfMemory,
+    /// This instance hears no majority of Sentinels and its master fails:
+    /// it is cut off from Redis, and answers without trying (one operation a
+    /// second still probes the master). Nothing was sent.
+    #[error("this instance cannot reach Redis or the Sentinels")]
+    CutOff,
     /// A reply we did not expect (a bug or a corrupted key).
     #[error("{0}")]
     Unexpected(String),

@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{
@@ -148,8 +148,10 @@ type NodePool = Pool<NodeManager>;
 /// Whether a replica's data can be read: its link to the master is up, or
 /// it was up at some point since the replica started (`repl_down_since` set:
 /// its master died or is paused, and it holds every write it acknowledged,
-/// which is what reads during a failover need), or it has just been promoted
-/// (a master now, holding every acknowledged write). A replica that restarted
+/// which is what reads during a failover need), or it reports role master:
+/// a replica just promoted (holding every acknowledged write) or, for the
+/// seconds before Sentinel demotes it, a former master resumed; the watcher
+/// lists neither as a replica to read from for longer than one poll. A replica that restarted
 /// and has not synced yet reports `master_link_down_since_seconds:-1`: it
 /// may lack writes acknowledged while it was down (seen in the Docker check:
 /// a purchase read right after its 201 answered 404 while the whole tier
@@ -200,6 +202,11 @@ pub struct Redis {
     /// When the master last failed an operation, in ms since `started`; 0 when
     /// it has not failed since the last master change.
     master_failed_at_ms: Arc<AtomicU64>,
+    /// Set while one operation probes the master for an instance that is
+    /// cut off ([`Redis::admit`]).
+    probing: Arc<AtomicBool>,
+    /// When the last probe started, in ms since `started`.
+    last_probe_ms: Arc<AtomicU64>,
     started: Instant,
 }
 
@@ -249,6 +256,8 @@ impl Redis {
             operation_timeout: Duration::from_millis(settings.operation_timeout_ms),
             read_from_replicas: settings.read_from_replicas,
             master_failed_at_ms: Arc::default(),
+            probing: Arc::default(),
+            last_probe_ms: Arc::default(),
             started: Instant::now(),
         };
         let (master, replicas) = (redis.master.clone(), redis.replicas.clone());
@@ -303,7 +312,11 @@ impl Redis {
                 let epochs = self.topology_epochs();
                 match self.read_once(op, pipe).await {
                     Ok(value) => return Ok(value),
-                    Err(error @ (RedisError::Unexpected(_) | RedisError::OutOfMemory)) => {
+                    Err(
+                        error @ (RedisError::Unexpected(_)
+                        | RedisError::OutOfMemory
+                        | RedisError::CutOff),
+                    ) => {
                         return Err(error);
                     }
                     // A failover switched the topology under this round (e.g.
@@ -334,7 +347,11 @@ impl Redis {
         if self.read_from_replicas {
             match self.read_replicas(op, pipe).await {
                 Ok(value) => return Ok(value),
-                Err(error @ (RedisError::Unexpected(_) | RedisError::OutOfMemory)) => {
+                Err(
+                    error @ (RedisError::Unexpected(_)
+                    | RedisError::OutOfMemory
+                    | RedisError::CutOff),
+                ) => {
                     return Err(error);
                 }
                 Err(_) => {}
@@ -361,7 +378,11 @@ impl Redis {
                 .await
             {
                 Ok(value) => return Ok(value),
-                Err(error @ (RedisError::Unexpected(_) | RedisError::OutOfMemory)) => {
+                Err(
+                    error @ (RedisError::Unexpected(_)
+                    | RedisError::OutOfMemory
+                    | RedisError::CutOff),
+                ) => {
                     return Err(error);
                 }
                 Err(error) => last_error = error,
@@ -373,13 +394,26 @@ impl Redis {
     /// Reads of data the caller may just have written (its purchases): the
     /// master, so that a client always sees its own purchase right after its
     /// 201; when the master cannot answer (paused, killed, mid-failover), a
-    /// replica. Every confirmed write waited for every replica Sentinel could
-    /// promote, so the replicas hold every write that was acknowledged.
+    /// replica. A confirmed write waited for every replica Sentinel could
+    /// promote, or, when one did not acknowledge in time, was confirmed with
+    /// the Sentinels; such a replica can lag. So what a replica answers is
+    /// passed to `absent`: when it says "nothing there", the read fails as
+    /// unavailable (retry) instead of denying data that may exist.
     pub async fn read_latest<T: FromRedisValue>(
         &self,
         op: &'static str,
         pipe: &Pipeline,
+        absent: impl Fn(&T) -> bool,
     ) -> Result<T, RedisError> {
+        let from_replica = |value: T| {
+            if absent(&value) {
+                Err(RedisError::Unavailable(
+                    "the master is unreachable and a replica does not have it (yet)".to_owned(),
+                ))
+            } else {
+                Ok(value)
+            }
+        };
         self.bounded(async {
             if !self.read_from_replicas {
                 return self.run(Role::Master, op, pipe, None, &mut None).await;
@@ -393,19 +427,22 @@ impl Redis {
                 .await;
                 match from_master {
                     Ok(Ok(value)) => return Ok(value),
-                    Ok(Err(error @ RedisError::Unexpected(_))) => return Err(error),
+                    Ok(Err(error @ (RedisError::Unexpected(_) | RedisError::CutOff))) => {
+                        return Err(error);
+                    }
                     Ok(Err(_)) | Err(_) => self.note_master_failure(),
                 }
             }
             self.metrics.master_read_fallbacks.inc();
             match self.read_replicas(op, pipe).await {
+                Ok(value) => from_replica(value),
                 // No replica could answer either (e.g. the only one is
                 // resyncing right after a failover): a master skipped on
                 // suspicion may well answer by now.
                 Err(RedisError::Unavailable(_)) if skipped_master => {
                     self.run(Role::Master, op, pipe, None, &mut None).await
                 }
-                other => other,
+                Err(error) => Err(error),
             }
         })
         .await
@@ -457,10 +494,14 @@ impl Redis {
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
         let started = Instant::now();
-        let result = self.bounded(self.write_inner(pipe)).await;
-        if matches!(result, Err(RedisError::Unavailable(_))) {
-            self.note_master_failure();
-        }
+        let result = match self.admit(Role::Master) {
+            Ok(_probe) => {
+                let result = self.bounded(self.write_inner(pipe)).await;
+                self.note_master_outcome(&result);
+                result
+            }
+            Err(refused) => Err(refused),
+        };
         self.metrics.observe_redis(op, started.elapsed(), &result);
         result
     }
@@ -535,24 +576,30 @@ impl Redis {
         failed: &mut Option<NodeAddr>,
     ) -> Result<T, RedisError> {
         let started = Instant::now();
-        let result = self
-            .bounded(async {
-                let mut connection = self.checkout(role, avoid).await?;
-                match pipe.query_async::<T>(&mut connection.connection).await {
-                    Ok(value) => Ok(value),
-                    Err(error) => {
-                        *failed = Some(connection.addr.clone());
-                        if poisons_connection(&error) {
-                            self.discard(role, connection);
+        let result = match self.admit(role) {
+            Ok(_probe) => {
+                let result = self
+                    .bounded(async {
+                        let mut connection = self.checkout(role, avoid).await?;
+                        match pipe.query_async::<T>(&mut connection.connection).await {
+                            Ok(value) => Ok(value),
+                            Err(error) => {
+                                *failed = Some(connection.addr.clone());
+                                if poisons_connection(&error) {
+                                    self.discard(role, connection);
+                                }
+                                Err(error.into())
+                            }
                         }
-                        Err(error.into())
-                    }
+                    })
+                    .await;
+                if role == Role::Master {
+                    self.note_master_outcome(&result);
                 }
-            })
-            .await;
-        if role == Role::Master && matches!(result, Err(RedisError::Unavailable(_))) {
-            self.note_master_failure();
-        }
+                result
+            }
+            Err(refused) => Err(refused),
+        };
         self.metrics.observe_redis(op, started.elapsed(), &result);
         result
     }
@@ -583,19 +630,48 @@ impl Redis {
         let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
     }
 
-    /// Whether this instance is cut off from Redis: no majority of Sentinels
-    /// answered for [`CUT_OFF_AFTER`] and the master failed within
-    /// [`MASTER_SUSPECT_FOR`]. Its requests then fail at once instead of
-    /// each waiting for the timeouts, so that nginx sends GETs to another
-    /// replica without delay; one operation a second still tries the master
-    /// (once the suspicion has lapsed), and the watcher keeps polling, so it
-    /// recovers by itself when the partition heals.
-    fn cut_off(&self) -> bool {
-        self.master_suspect()
+    /// Whether an operation on a node of `role` may go ahead. An instance
+    /// that hears no majority of Sentinels for [`CUT_OFF_AFTER`] while its
+    /// master fails (or is being probed) is cut off from Redis: it answers
+    /// [`RedisError::CutOff`] at once instead of letting every request wait
+    /// for the timeouts, so that nginx sends GETs to another replica without
+    /// delay. One master operation at a time, at most one a second, still
+    /// goes ahead as a probe (the returned guard marks it): its failure keeps
+    /// the instance cut off, its success ends that at once. A refusal is not
+    /// a failure of the master, so it never prolongs the state by itself.
+    fn admit(&self, role: Role) -> Result<Option<Probe>, RedisError> {
+        let silent = self
+            .watcher
+            .sentinels_silent_for()
+            .is_some_and(|silent| silent > CUT_OFF_AFTER);
+        let probing = self.probing.load(Ordering::Acquire);
+        if !silent || !(probing || self.master_suspect()) {
+            return Ok(None);
+        }
+        let now = self.millis_since_start();
+        let due = now.saturating_sub(self.last_probe_ms.load(Ordering::Relaxed))
+            >= MASTER_SUSPECT_FOR.as_millis() as u64;
+        if role == Role::Master
+            && due
             && self
-                .watcher
-                .sentinels_silent_for()
-                .is_some_and(|silent| silent > CUT_OFF_AFTER)
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.last_probe_ms.store(now, Ordering::Relaxed);
+            return Ok(Some(Probe(self.probing.clone())));
+        }
+        Err(RedisError::CutOff)
+    }
+
+    /// A master operation's outcome: a failure that says the master cannot
+    /// be reached makes it suspect; a success clears that.
+    fn note_master_outcome<T>(&self, result: &Result<T, RedisError>) {
+        match result {
+            Ok(_) => self.master_failed_at_ms.store(0, Ordering::Relaxed),
+            Err(RedisError::Unavailable(_)) => self.note_master_failure(),
+            Err(_) => {}
+        }
     }
 
     /// Cuts an operation off at `operation_timeout`. A write cut off this way
@@ -605,11 +681,6 @@ impl Redis {
         &self,
         operation: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
-        if self.cut_off() {
-            return Err(RedisError::Unavailable(
-                "this instance cannot reach Redis or the Sentinels".to_owned(),
-            ));
-        }
         tokio::time::timeout(self.operation_timeout, operation)
             .await
             .unwrap_or_else(|_| {
@@ -653,6 +724,15 @@ impl Redis {
         Err(RedisError::Unavailable(
             "Redis topology is changing".to_owned(),
         ))
+    }
+}
+
+/// Marks the probe of a cut-off instance as under way until dropped.
+struct Probe(Arc<AtomicBool>);
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

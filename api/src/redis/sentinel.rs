@@ -242,7 +242,10 @@ impl Sentinels {
     /// hello messages a second or two later; with one Sentinel of three down,
     /// a plain majority vote would wait for them (measured: +3 s of refused
     /// writes).
-    async fn current_master(&self) -> (Option<NodeAddr>, usize) {
+    /// Returns the master with the index of a Sentinel that named it with
+    /// the newest epoch (the one to ask about its replicas), and how many
+    /// Sentinels answered.
+    async fn current_master(&self) -> (Option<(NodeAddr, usize)>, usize) {
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("SENTINEL")
@@ -258,8 +261,10 @@ impl Sentinels {
         )
         .await;
         let mut views: Vec<(NodeAddr, u64)> = Vec::new();
+        let mut sources: Vec<usize> = Vec::new();
         let mut answered = 0;
-        for answer in answers.into_iter().flatten() {
+        for (index, answer) in answers.into_iter().enumerate() {
+            let Ok(answer) = answer else { continue };
             answered += 1;
             let replies = value::array(answer);
             let [addr, master] = replies.as_slice() else {
@@ -274,25 +279,40 @@ impl Sentinels {
                 && let Ok(port) = port.parse()
             {
                 views.push((NodeAddr { host, port }, epoch));
+                sources.push(index);
             }
         }
         if answered < self.majority() {
             return (None, answered);
         }
-        (pick_master(&views, self.majority()), answered)
+        let master = pick_master(&views, self.majority()).map(|master| {
+            let source = views
+                .iter()
+                .zip(&sources)
+                .filter(|((addr, _), _)| *addr == master)
+                .max_by_key(|((_, epoch), _)| *epoch)
+                .map_or(0, |(_, index)| *index);
+            (master, source)
+        });
+        (master, answered)
     }
 
-    /// The replicas of `master` as the first Sentinel that answers sees them.
-    /// `former_masters` still reporting role master are being demoted, not
-    /// promoted, so they do not count as promotable.
+    /// The replicas of `master` as Sentinel `first` sees them (the one that
+    /// named `master` with the newest epoch: one that has not heard of a
+    /// failover yet would list the new master as a replica), else the next
+    /// that answers. `former_masters` still reporting role master are being
+    /// demoted, not promoted, so they do not count as promotable; nor does a
+    /// former master Sentinel has had no INFO from since the switch.
     async fn replicas(
         &self,
         master: &NodeAddr,
         former_masters: &[NodeAddr],
+        first: usize,
     ) -> Option<ReplicaView> {
         let mut command = redis::cmd("SENTINEL");
         command.arg("REPLICAS").arg(&self.master_name);
-        for node in &self.nodes {
+        let count = self.nodes.len();
+        for node in (0..count).map(|i| &self.nodes[(first + i) % count]) {
             let Ok(reply) = node.query(&self.connector, &command).await else {
                 continue;
             };
@@ -310,10 +330,11 @@ impl Sentinels {
             let promotable = entries
                 .iter()
                 .filter(|(addr, fields)| {
-                    let demoting = fields.get("role-reported").map(String::as_str)
-                        == Some("master")
-                        && former_masters.contains(addr);
-                    !is_down(fields) && !demoting && !never_reported(fields)
+                    let former = former_masters.contains(addr);
+                    let demoting =
+                        former && fields.get("role-reported").map(String::as_str) == Some("master");
+                    let unheard = former && never_reported(fields);
+                    !(is_down(fields) || demoting || unheard)
                 })
                 .count();
             let down = entries
@@ -394,13 +415,15 @@ fn is_down(fields: &HashMap<String, String>) -> bool {
         .any(|flag| matches!(flag, "s_down" | "o_down"))
 }
 
-/// A replica this Sentinel has never had an INFO reply from: the old master
-/// right after a switch, listed as a replica of the new one while it is
-/// still paused or dead. Sentinel never promotes a replica without fresh INFO
-/// (`sentinelSelectSlave`), so a write need not wait for it; counting it made
-/// every write after a failover wait the whole `WAIT` timeout (1 s) until
-/// Sentinel flagged it down (measured). Sentinel reports a missing refresh
-/// as `info-refresh 0`; with a replication link that is not up.
+/// A replica this Sentinel has never had an INFO reply from. Applied to
+/// former masters only: the old master right after a switch, listed as a
+/// replica of the new one while it is still paused or dead. Sentinel never
+/// promotes a replica without fresh INFO (`sentinelSelectSlave`), so a write
+/// need not wait for it; counting it made every write after a failover wait
+/// the whole `WAIT` timeout (1 s) until Sentinel flagged it down (measured).
+/// (Any replica looks like this to a Sentinel that just restarted, which is
+/// why other replicas are never judged by it.) Sentinel reports a missing
+/// refresh as `info-refresh 0`; with a replication link that is not up.
 fn never_reported(fields: &HashMap<String, String>) -> bool {
     fields.get("info-refresh").map(String::as_str) == Some("0")
         && fields.get("master-link-status").map(String::as_str) != Some("ok")
@@ -487,7 +510,7 @@ impl Watcher {
         {
             *heard = Some(Instant::now());
         }
-        let Some(master) = master else {
+        let Some((master, source)) = master else {
             if answered < self.sentinels.majority() {
                 tracing::warn!(
                     answered,
@@ -496,12 +519,22 @@ impl Watcher {
             }
             return false;
         };
-        let former_masters = self
+        let mut former_masters = self
             .former_masters
             .lock()
             .map(|f| f.clone())
             .unwrap_or_default();
-        let view = self.sentinels.replicas(&master, &former_masters).await;
+        // The master being replaced in this very round is a former one too.
+        let followed = self.topology.borrow().master.clone();
+        if let Some(followed) = followed
+            && followed != master
+        {
+            former_masters.push(followed);
+        }
+        let view = self
+            .sentinels
+            .replicas(&master, &former_masters, source)
+            .await;
         self.topology.send_if_modified(|topology| {
             let mut modified = false;
             let master_changed = topology.master.as_ref() != Some(&master);

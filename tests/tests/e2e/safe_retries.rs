@@ -100,7 +100,11 @@ async fn writes_whose_wait_failed_are_answered_503_and_their_retries_return_the_
         .hget(keys.product(product.parse().expect("uuid")), "stock")
         .await
         .expect("HGET");
-    assert_eq!(stock, 100 - 2 + 5 + 2 - 1, "the master applied all three");
+    assert_eq!(
+        stock,
+        100 - 2 + 5 + 2 - 1,
+        "the master applied the delta, the cancel and the purchase"
+    );
 
     // Act: the replicas come back; the client retries each request as it was.
     for replica in &replicas {

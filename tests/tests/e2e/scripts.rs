@@ -240,31 +240,27 @@ async fn refresh_session_lua_rotates_once_replays_a_retry_and_revokes_the_sessio
         .expect("HSET");
     let keys = vec![key.clone()];
     let prefix = lab.keys.user_sessions_prefix();
-    // now = 10 000 ms, reuse interval 5 000 ms.
-    let args_at = |presented: &str, new: &str, now_ms: &str| {
+    // The reuse interval is the last argument; time is the master's (TIME).
+    let args_within = |presented: &str, new: &str, interval_ms: &str| {
         strings(&[
             presented,
             new,
             "600",
             &prefix,
             &session.to_string(),
-            now_ms,
-            "5000",
+            interval_ms,
         ])
     };
-    let args = |presented: &str, new: &str| args_at(presented, new, "10000");
+    let args = |presented: &str, new: &str| args_within(presented, new, "60000");
 
     // Act
+    let before = chrono::Utc::now().timestamp_millis();
     let rotated = lab
         .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
         .await;
     // A retry: the same token and so the same successor, within the interval.
     let retried = lab
-        .run(
-            REFRESH_SESSION,
-            &keys,
-            &args_at("hash-1", "hash-2", "15000"),
-        )
+        .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
         .await;
     let after_rotation = lab.hash(&key).await;
     let ttl: i64 = redis::cmd("TTL")
@@ -282,12 +278,12 @@ async fn refresh_session_lua_rotates_once_replays_a_retry_and_revokes_the_sessio
         .query_async(&mut lab.redis)
         .await
         .expect("SMEMBERS");
-    // The same token once the interval is over: reuse.
+    // The same token once the interval is over (an interval of 0: always).
     let reused = lab
         .run(
             REFRESH_SESSION,
             &keys,
-            &args_at("hash-1", "hash-2", "15001"),
+            &args_within("hash-1", "hash-2", "0"),
         )
         .await;
     let gone = !lab.exists(&key).await;
@@ -297,14 +293,20 @@ async fn refresh_session_lua_rotates_once_replays_a_retry_and_revokes_the_sessio
 
     // Assert
     let (tag, rest) = tagged(rotated);
+    let rotated_at = texts(&rest);
     assert_eq!(
-        (tag.as_str(), texts(&rest)),
-        ("rotated", vec![user.to_string(), "10000".to_owned()])
+        (tag.as_str(), &rotated_at[0]),
+        ("rotated", &user.to_string())
+    );
+    let rotated_ms: i64 = rotated_at[1].parse().expect("ms");
+    assert!(
+        (rotated_ms - before).abs() < 5_000,
+        "the rotation is stamped with the master's clock: {rotated_ms} vs {before}"
     );
     let (tag, rest) = tagged(retried);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
-        ("replayed", vec![user.to_string(), "10000".to_owned()]),
+        ("replayed", rotated_at.clone()),
         "a retry gets the rotation it missed, not a new one"
     );
     assert_eq!(after_rotation["refresh_hash"], "hash-2");
