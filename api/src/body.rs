@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// A JSON object body deserialized into `T`.
 #[derive(Debug)]
@@ -58,14 +58,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 fn parse<T: DeserializeOwned>(mut value: Value) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            Code::InvalidBody,
             "request body must be a JSON object",
         ));
     }
     integral_numbers_as_integers(&mut value);
     serde_json::from_value(value).map_err(|error| {
         ApiError::bad_request(
-            "invalid_body",
+            Code::InvalidBody,
             format!("request body does not match the schema: {error}"),
         )
     })

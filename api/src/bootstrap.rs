@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use crate::config::BootstrapAdminSettings;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::users::model::{Role, normalize_email};
 use crate::users::store::NewUser;
 

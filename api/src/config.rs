@@ -12,6 +12,10 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Shortest JWT secret accepted: HS256 needs at least 256 bits of key.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// The password policy, in characters: for registration, password changes
+/// and the bootstrap admin alike (SPEC: 8..128).
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 128;
 
 #[derive(Debug, Clone, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
@@ -273,9 +277,7 @@ fn validate_bootstrap_admin(admin: &BootstrapAdminSettings) -> Result<(), Valida
         );
     }
     let length = admin.password.expose_secret().chars().count();
-    if !(crate::users::model::PASSWORD_MIN_CHARS..=crate::users::model::PASSWORD_MAX_CHARS)
-        .contains(&length)
-    {
+    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&length) {
         return Err(ValidationError::new("password")
             .with_message("password must be 8 to 128 characters".into()));
     }

@@ -50,13 +50,190 @@ pub struct Problem {
     pub available: Option<i64>,
 }
 
+/// Every problem the API answers with: the one table of codes, statuses and
+/// titles (`Code::ALL`, pinned by a test and listed in the README). Variants
+/// of [`ApiError`] and the handlers pick a code from here; nothing else
+/// chooses a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    MalformedJson,
+    InvalidBody,
+    InvalidQuery,
+    InvalidPath,
+    InvalidIfMatch,
+    IdempotencyKeyMissing,
+    IdempotencyKeyInvalid,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    SkuTaken,
+    ProductArchived,
+    ConcurrentUpdate,
+    SelfLockout,
+    AlreadyCancelled,
+    IdempotencyKeyInFlight,
+    InsufficientStock,
+    ProductUnavailable,
+    PreconditionFailed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    IdempotencyKeyReused,
+    PreconditionRequired,
+    TooManyRequests,
+    InternalError,
+    ServiceUnavailable,
+    StorageFull,
+    /// Answered by nginx itself (nginx/templates), never by the API: a
+    /// request line or headers it cannot read, a request target too long.
+    GatewayBadRequest,
+    GatewayUriTooLong,
+}
+
+impl Code {
+    pub const ALL: [Code; 32] = [
+        Code::MalformedJson,
+        Code::InvalidBody,
+        Code::InvalidQuery,
+        Code::InvalidPath,
+        Code::InvalidIfMatch,
+        Code::IdempotencyKeyMissing,
+        Code::IdempotencyKeyInvalid,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::EmailTaken,
+        Code::SkuTaken,
+        Code::ProductArchived,
+        Code::ConcurrentUpdate,
+        Code::SelfLockout,
+        Code::AlreadyCancelled,
+        Code::IdempotencyKeyInFlight,
+        Code::InsufficientStock,
+        Code::ProductUnavailable,
+        Code::PreconditionFailed,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::ValidationFailed,
+        Code::IdempotencyKeyReused,
+        Code::PreconditionRequired,
+        Code::TooManyRequests,
+        Code::InternalError,
+        Code::ServiceUnavailable,
+        Code::StorageFull,
+        Code::GatewayBadRequest,
+        Code::GatewayUriTooLong,
+    ];
+
+    /// (stable code, status, title): the table.
+    fn entry(self) -> (&'static str, StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Code::MalformedJson => ("malformed_json", S::BAD_REQUEST, "Malformed request"),
+            Code::InvalidBody => ("invalid_body", S::BAD_REQUEST, "Malformed request"),
+            Code::InvalidQuery => ("invalid_query", S::BAD_REQUEST, "Malformed request"),
+            Code::InvalidPath => ("invalid_path", S::BAD_REQUEST, "Malformed request"),
+            Code::InvalidIfMatch => ("invalid_if_match", S::BAD_REQUEST, "Malformed request"),
+            Code::IdempotencyKeyMissing => (
+                "idempotency_key_missing",
+                S::BAD_REQUEST,
+                "Malformed request",
+            ),
+            Code::IdempotencyKeyInvalid => (
+                "idempotency_key_invalid",
+                S::BAD_REQUEST,
+                "Malformed request",
+            ),
+            Code::Unauthorized => ("unauthorized", S::UNAUTHORIZED, "Authentication required"),
+            Code::Forbidden => ("forbidden", S::FORBIDDEN, "Forbidden"),
+            Code::NotFound => ("not_found", S::NOT_FOUND, "Not found"),
+            Code::MethodNotAllowed => (
+                "method_not_allowed",
+                S::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            Code::EmailTaken => ("email_taken", S::CONFLICT, "Conflict"),
+            Code::SkuTaken => ("sku_taken", S::CONFLICT, "Conflict"),
+            Code::ProductArchived => ("product_archived", S::CONFLICT, "Conflict"),
+            Code::ConcurrentUpdate => ("concurrent_update", S::CONFLICT, "Conflict"),
+            Code::SelfLockout => ("self_lockout", S::CONFLICT, "Conflict"),
+            Code::AlreadyCancelled => ("already_cancelled", S::CONFLICT, "Conflict"),
+            Code::IdempotencyKeyInFlight => ("idempotency_key_in_flight", S::CONFLICT, "Conflict"),
+            Code::InsufficientStock => ("insufficient_stock", S::CONFLICT, "Insufficient stock"),
+            Code::ProductUnavailable => ("product_unavailable", S::CONFLICT, "Product unavailable"),
+            Code::PreconditionFailed => (
+                "precondition_failed",
+                S::PRECONDITION_FAILED,
+                "Precondition failed",
+            ),
+            Code::PayloadTooLarge => (
+                "payload_too_large",
+                S::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+            ),
+            Code::UnsupportedMediaType => (
+                "unsupported_media_type",
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            Code::ValidationFailed => (
+                "validation_failed",
+                S::UNPROCESSABLE_ENTITY,
+                "Invalid fields",
+            ),
+            Code::IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                S::UNPROCESSABLE_ENTITY,
+                "Idempotency key reused",
+            ),
+            Code::PreconditionRequired => (
+                "precondition_required",
+                S::PRECONDITION_REQUIRED,
+                "Precondition required",
+            ),
+            Code::TooManyRequests => (
+                "too_many_requests",
+                S::TOO_MANY_REQUESTS,
+                "Too many requests",
+            ),
+            Code::InternalError => (
+                "internal_error",
+                S::INTERNAL_SERVER_ERROR,
+                "Internal server error",
+            ),
+            Code::ServiceUnavailable => (
+                "service_unavailable",
+                S::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+            ),
+            Code::StorageFull => ("storage_full", S::SERVICE_UNAVAILABLE, "Storage full"),
+            Code::GatewayBadRequest => ("bad_request", S::BAD_REQUEST, "Malformed request"),
+            Code::GatewayUriTooLong => ("uri_too_long", S::URI_TOO_LONG, "URI too long"),
+        }
+    }
+
+    /// The stable machine-readable code; part of the API contract.
+    pub fn as_str(self) -> &'static str {
+        self.entry().0
+    }
+    pub fn status(self) -> StatusCode {
+        self.entry().1
+    }
+    pub fn title(self) -> &'static str {
+        self.entry().2
+    }
+}
+
 /// Everything that can go wrong, as the client sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request is malformed (JSON syntax, wrong types, unknown fields,
     /// bad query string, bad path parameter, missing header).
     #[error("{detail}")]
-    BadRequest { code: &'static str, detail: String },
+    BadRequest { code: Code, detail: String },
     /// 422: the request is well-formed but fields break the rules.
     #[error("validation failed")]
     Validation { errors: Vec<FieldError> },
@@ -74,7 +251,7 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: String },
     /// 409: the request conflicts with the current state.
     #[error("{detail}")]
-    Conflict { code: &'static str, detail: String },
+    Conflict { code: Code, detail: String },
     /// 409: a purchase line asks for more than the stock holds.
     #[error("not enough stock for product {product_id}: {available} available")]
     InsufficientStock { product_id: Uuid, available: i64 },
@@ -126,14 +303,18 @@ const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 const STORAGE_FULL_RETRY_AFTER_SECS: u64 = 30;
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+    /// A 400 with one of the table's malformed-request codes.
+    pub fn bad_request(code: Code, detail: impl Into<String>) -> Self {
+        debug_assert_eq!(code.status(), StatusCode::BAD_REQUEST, "{code:?}");
         Self::BadRequest {
             code,
             detail: detail.into(),
         }
     }
 
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+    /// A 409 with one of the table's conflict codes.
+    pub fn conflict(code: Code, detail: impl Into<String>) -> Self {
+        debug_assert_eq!(code.status(), StatusCode::CONFLICT, "{code:?}");
         Self::Conflict {
             code,
             detail: detail.into(),
@@ -150,49 +331,26 @@ impl ApiError {
         }
     }
 
-    /// Stable machine-readable code; part of the API contract.
-    pub fn code(&self) -> &'static str {
+    /// Its entry in the table of codes.
+    pub fn code(&self) -> Code {
         match self {
-            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
-            Self::Validation { .. } => "validation_failed",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::InsufficientStock { .. } => "insufficient_stock",
-            Self::ProductUnavailable { .. } => "product_unavailable",
-            Self::PreconditionFailed { .. } => "precondition_failed",
-            Self::PreconditionRequired => "precondition_required",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::TooManyRequests { .. } => "too_many_requests",
-            Self::Unavailable(_) => "service_unavailable",
-            Self::StorageFull => "storage_full",
-            Self::Internal(_) => "internal_error",
-        }
-    }
-
-    fn title(&self) -> &'static str {
-        match self {
-            Self::BadRequest { .. } => "Malformed request",
-            Self::Validation { .. } => "Invalid fields",
-            Self::Unauthorized(_) => "Authentication required",
-            Self::Forbidden => "Forbidden",
-            Self::NotFound(_) => "Not found",
-            Self::MethodNotAllowed { .. } => "Method not allowed",
-            Self::Conflict { .. } => "Conflict",
-            Self::InsufficientStock { .. } => "Insufficient stock",
-            Self::ProductUnavailable { .. } => "Product unavailable",
-            Self::PreconditionFailed { .. } => "Precondition failed",
-            Self::PreconditionRequired => "Precondition required",
-            Self::PayloadTooLarge { .. } => "Payload too large",
-            Self::UnsupportedMediaType => "Unsupported media type",
-            Self::IdempotencyKeyReused => "Idempotency key reused",
-            Self::TooManyRequests { .. } => "Too many requests",
-            Self::Unavailable(_) => "Service unavailable",
-            Self::StorageFull => "Storage full",
-            Self::Internal(_) => "Internal server error",
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => *code,
+            Self::Validation { .. } => Code::ValidationFailed,
+            Self::Unauthorized(_) => Code::Unauthorized,
+            Self::Forbidden => Code::Forbidden,
+            Self::NotFound(_) => Code::NotFound,
+            Self::MethodNotAllowed { .. } => Code::MethodNotAllowed,
+            Self::InsufficientStock { .. } => Code::InsufficientStock,
+            Self::ProductUnavailable { .. } => Code::ProductUnavailable,
+            Self::PreconditionFailed { .. } => Code::PreconditionFailed,
+            Self::PreconditionRequired => Code::PreconditionRequired,
+            Self::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            Self::UnsupportedMediaType => Code::UnsupportedMediaType,
+            Self::IdempotencyKeyReused => Code::IdempotencyKeyReused,
+            Self::TooManyRequests { .. } => Code::TooManyRequests,
+            Self::Unavailable(_) => Code::ServiceUnavailable,
+            Self::StorageFull => Code::StorageFull,
+            Self::Internal(_) => Code::InternalError,
         }
     }
 
@@ -205,11 +363,11 @@ impl ApiError {
         };
         let code = self.code();
         Problem {
-            problem_type: format!("urn:evergreen:problem:{code}"),
-            title: self.title(),
+            problem_type: format!("urn:evergreen:problem:{}", code.as_str()),
+            title: code.title(),
             status: status.as_u16(),
             detail,
-            code,
+            code: code.as_str(),
             errors: match self {
                 Self::Validation { errors } => errors.clone(),
                 _ => Vec::new(),
@@ -229,26 +387,7 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Validation { .. } | Self::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict { .. }
-            | Self::InsufficientStock { .. }
-            | Self::ProductUnavailable { .. } => StatusCode::CONFLICT,
-            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -373,16 +512,17 @@ pub fn json_error_handler(
             }
             E::ContentType => ApiError::UnsupportedMediaType,
             E::Deserialize(inner) if inner.is_data() => ApiError::bad_request(
-                "invalid_body",
+                Code::InvalidBody,
                 format!("request body does not match the schema: {inner}"),
             ),
             E::Deserialize(inner) => ApiError::bad_request(
-                "malformed_json",
+                Code::MalformedJson,
                 format!("request body is not valid JSON: {inner}"),
             ),
-            other => {
-                ApiError::bad_request("invalid_body", format!("cannot read request body: {other}"))
-            }
+            other => ApiError::bad_request(
+                Code::InvalidBody,
+                format!("cannot read request body: {other}"),
+            ),
         };
         api_error.into()
     }
@@ -393,12 +533,16 @@ pub fn query_error_handler(
     error: actix_web::error::QueryPayloadError,
     _: &HttpRequest,
 ) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", format!("invalid query string: {error}")).into()
+    ApiError::bad_request(Code::InvalidQuery, format!("invalid query string: {error}")).into()
 }
 
 /// Rejections of `web::Path` (e.g. an id that is not a UUID).
 pub fn path_error_handler(error: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_path", format!("invalid path parameter: {error}")).into()
+    ApiError::bad_request(
+        Code::InvalidPath,
+        format!("invalid path parameter: {error}"),
+    )
+    .into()
 }
 
 #[cfg(test)]
@@ -420,6 +564,61 @@ mod tests {
             content_type,
             serde_json::from_slice(&bytes).expect("json body"),
         )
+    }
+
+    /// The contract: changing a line here changes what clients rely on.
+    #[test]
+    fn the_table_of_codes_is_pinned() {
+        let table: Vec<String> = Code::ALL
+            .iter()
+            .map(|code| {
+                format!(
+                    "{} {} {}",
+                    code.as_str(),
+                    code.status().as_u16(),
+                    code.title()
+                )
+            })
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "malformed_json 400 Malformed request",
+                "invalid_body 400 Malformed request",
+                "invalid_query 400 Malformed request",
+                "invalid_path 400 Malformed request",
+                "invalid_if_match 400 Malformed request",
+                "idempotency_key_missing 400 Malformed request",
+                "idempotency_key_invalid 400 Malformed request",
+                "unauthorized 401 Authentication required",
+                "forbidden 403 Forbidden",
+                "not_found 404 Not found",
+                "method_not_allowed 405 Method not allowed",
+                "email_taken 409 Conflict",
+                "sku_taken 409 Conflict",
+                "product_archived 409 Conflict",
+                "concurrent_update 409 Conflict",
+                "self_lockout 409 Conflict",
+                "already_cancelled 409 Conflict",
+                "idempotency_key_in_flight 409 Conflict",
+                "insufficient_stock 409 Insufficient stock",
+                "product_unavailable 409 Product unavailable",
+                "precondition_failed 412 Precondition failed",
+                "payload_too_large 413 Payload too large",
+                "unsupported_media_type 415 Unsupported media type",
+                "validation_failed 422 Invalid fields",
+                "idempotency_key_reused 422 Idempotency key reused",
+                "precondition_required 428 Precondition required",
+                "too_many_requests 429 Too many requests",
+                "internal_error 500 Internal server error",
+                "service_unavailable 503 Service unavailable",
+                "storage_full 503 Storage full",
+                "bad_request 400 Malformed request",
+                "uri_too_long 414 URI too long",
+            ]
+        );
+        let distinct: std::collections::HashSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(distinct.len(), Code::ALL.len(), "codes are unique");
     }
 
     #[actix_web::test]

@@ -5,8 +5,8 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -32,7 +32,7 @@ pub async fn live() -> HttpResponse {
     tag = "health",
     responses(
         (status = 200, body = Health),
-        (status = 503, description = "Redis master unreachable or startup not finished", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis master unreachable or startup not finished"),
     )
 )]
 #[get("/health/ready")]

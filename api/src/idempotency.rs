@@ -10,7 +10,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -32,14 +32,14 @@ impl FromRequest for IdempotencyKey {
 fn parse(request: &HttpRequest) -> Result<IdempotencyKey, ApiError> {
     let header = request.headers().get(IDEMPOTENCY_KEY).ok_or_else(|| {
         ApiError::bad_request(
-            "idempotency_key_missing",
+            Code::IdempotencyKeyMissing,
             "the Idempotency-Key header is required (e.g. a fresh UUID per write)",
         )
     })?;
     let key = header.to_str().unwrap_or_default();
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
-            "idempotency_key_invalid",
+            Code::IdempotencyKeyInvalid,
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         ));
     }

@@ -3,7 +3,8 @@
 //! serve behind nginx and ride out a Redis failover.
 //!
 //! Map of the crate:
-//! - [`startup`]: `Application` (listeners, servers), `AppState`, the route table.
+//! - [`startup`]: `Application` (listeners, servers), the route table.
+//! - [`state`]: `AppState`, shared by every worker, and the stores it hands out.
 //! - [`config`]: layered, validated settings.
 //! - [`error`]: `ApiError`, the only place statuses are chosen (problem+json).
 //! - [`redis`]: Sentinel-following pools, key names, Lua scripts.
@@ -31,5 +32,6 @@ pub mod products;
 pub mod purchases;
 pub mod redis;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod users;

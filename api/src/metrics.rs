@@ -11,8 +11,6 @@ use prometheus::{
     Registry,
 };
 
-use crate::redis::RedisError;
-
 /// Cheap to clone: every field is an `Arc` inside.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -54,8 +52,10 @@ const NAMESPACE: &str = "evergreen";
 
 /// `reason` label values of `evergreen_logins_failed_total`.
 pub const LOGIN_FAILURE_REASONS: [&str; 3] = ["credentials", "locked", "disabled"];
-/// `kind` label values of `evergreen_redis_errors_total`.
-const REDIS_ERROR_KINDS: [&str; 4] = ["unavailable", "unconfirmed", "out_of_memory", "unexpected"];
+/// `kind` label values of `evergreen_redis_errors_total`
+/// (`crate::redis::RedisError::kind`).
+pub const REDIS_ERROR_KINDS: [&str; 4] =
+    ["unavailable", "unconfirmed", "out_of_memory", "unexpected"];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -187,19 +187,8 @@ impl Metrics {
             .expect("valid HTTP metrics")
     }
 
-    pub fn observe_redis<T>(
-        &self,
-        op: &'static str,
-        elapsed: Duration,
-        result: &Result<T, RedisError>,
-    ) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(RedisError::Unavailable(_) | RedisError::CutOff) => "unavailable",
-            Err(RedisError::Unconfirmed) => "unconfirmed",
-            Err(RedisError::OutOfMemory) => "out_of_memory",
-            Err(RedisError::Unexpected(_)) => "unexpected",
-        };
+    /// One Redis operation: `outcome` is "ok" or one of [`REDIS_ERROR_KINDS`].
+    pub fn observe_redis(&self, op: &'static str, elapsed: Duration, outcome: &'static str) {
         self.redis_duration
             .with_label_values(&[op, outcome])
             .observe(elapsed.as_secs_f64());

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::{FieldError, Problem};
+use crate::error::{Code, FieldError, Problem};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -72,16 +72,40 @@ pub fn complete(openapi: &mut utoipa::openapi::OpenApi, currency: &str) {
             complete_operation(operation, auth_route);
         }
     }
-    if let Some(components) = openapi.components.as_mut()
-        && let Some(RefOr::T(Schema::Object(object))) =
+    if let Some(components) = openapi.components.as_mut() {
+        if let Some(RefOr::T(Schema::Object(object))) =
             components.schemas.get_mut("CreateProductRequest")
-        && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut("currency")
-    {
-        field.enum_values = Some(vec![currency.into()]);
+            && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut("currency")
+        {
+            field.enum_values = Some(vec![currency.into()]);
+        }
+        // The table of codes, so that clients can generate them.
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("Problem")
+            && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut("code")
+        {
+            field.enum_values = Some(Code::ALL.iter().map(|c| c.as_str().into()).collect());
+        }
     }
 }
 
 fn complete_operation(operation: &mut Operation, auth_route: bool) {
+    // Handlers name their refusals by status and description only: every
+    // error answer is a Problem, said here once.
+    for (status, response) in operation.responses.responses.iter_mut() {
+        if let RefOr::T(response) = response
+            && status.as_str() >= "400"
+            && response.content.is_empty()
+        {
+            let description = if response.description.is_empty() {
+                generic_description(status)
+            } else {
+                response.description.clone()
+            };
+            let headers = std::mem::take(&mut response.headers);
+            *response = problem(&description);
+            response.headers = headers;
+        }
+    }
     let has_body = operation.request_body.is_some();
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     let has_parameters = !parameters.is_empty();
@@ -140,6 +164,23 @@ fn complete_operation(operation: &mut Operation, auth_route: bool) {
              retry after the given seconds; an Idempotency-Key makes a purchase retry safe",
         )),
     );
+}
+
+/// What an error status means when a handler does not say more.
+fn generic_description(status: &str) -> String {
+    match status {
+        "400" => "Malformed request",
+        "401" => "Not signed in, or the session ended",
+        "403" => "Not allowed for this role",
+        "404" => "Not found, or not this caller's to see",
+        "409" => "Conflicts with the current state",
+        "412" => "If-Match does not name the current version",
+        "422" => "Invalid fields",
+        "428" => "If-Match is required",
+        "429" => "Too many requests; see Retry-After",
+        _ => "Error",
+    }
+    .to_owned()
 }
 
 fn problem(description: &str) -> Response {

@@ -1,10 +1,11 @@
-//! Builds the application: state, route table, middleware, and the two
+//! Builds the application: the route table, middleware, and the two
 //! listeners (public API, internal metrics). `Application::build` binds before
-//! it returns, so tests pass port 0 and read the real port back.
+//! it returns, so tests pass port 0 and read the real port back. The state
+//! every handler shares lives in [`crate::state`], which no handler needs
+//! this file for.
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -14,70 +15,12 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::password::Passwords;
-use crate::auth::store::SessionStore;
-use crate::auth::tokens::Tokens;
-use crate::config::{AuthSettings, Settings, StoreSettings};
+use crate::config::Settings;
 use crate::error::{ApiError, json_error_handler, path_error_handler, query_error_handler};
 use crate::metrics::Metrics;
 use crate::openapi::ApiDoc;
-use crate::products::store::ProductStore;
-use crate::purchases::store::PurchaseStore;
-use crate::redis::{Keys, Redis};
-use crate::users::store::UserStore;
+use crate::state::AppState;
 use crate::{auth, bootstrap, health, products, purchases, telemetry, users};
-
-/// Shared by every worker of one instance.
-#[derive(Debug)]
-pub struct AppState {
-    /// Pools to the Redis master and replicas, following the Sentinels.
-    pub redis: Redis,
-    /// Builds every key under this deployment's prefix.
-    pub keys: Keys,
-    /// Signs and verifies access tokens.
-    pub tokens: Tokens,
-    /// argon2id hashing on the blocking pool.
-    pub passwords: Passwords,
-    /// Business and Redis metrics (HTTP metrics come from the middleware).
-    pub metrics: Metrics,
-    /// Token lifetimes and login throttling.
-    pub auth: AuthSettings,
-    /// Currency and idempotency settings.
-    pub store: StoreSettings,
-    /// Set once the bootstrap admin exists (or none is configured); readiness waits for it.
-    bootstrap_done: AtomicBool,
-}
-
-impl AppState {
-    pub fn users(&self) -> UserStore<'_> {
-        UserStore {
-            redis: &self.redis,
-            keys: &self.keys,
-        }
-    }
-    pub fn sessions(&self) -> SessionStore<'_> {
-        SessionStore {
-            redis: &self.redis,
-            keys: &self.keys,
-            settings: &self.auth,
-        }
-    }
-    pub fn products(&self) -> ProductStore<'_> {
-        ProductStore {
-            redis: &self.redis,
-            keys: &self.keys,
-        }
-    }
-    pub fn purchases(&self) -> PurchaseStore<'_> {
-        PurchaseStore {
-            redis: &self.redis,
-            keys: &self.keys,
-        }
-    }
-    pub fn bootstrap_finished(&self) -> bool {
-        self.bootstrap_done.load(Ordering::Acquire)
-    }
-}
 
 /// A bound, not yet running, instance.
 pub struct Application {
@@ -102,27 +45,14 @@ impl Application {
     /// listeners, and starts creating the bootstrap admin.
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
         let metrics = Metrics::new();
-        let redis = Redis::start(&settings.redis, metrics.clone());
-        let state = web::Data::new(AppState {
-            redis,
-            keys: Keys::new(settings.redis.key_prefix.clone()),
-            tokens: Tokens::new(
-                &settings.auth.jwt_secret,
-                settings.auth.access_token_ttl_secs,
-            ),
-            passwords: Passwords::new(settings.auth.password_hashing_concurrency),
-            metrics: metrics.clone(),
-            auth: settings.auth.clone(),
-            store: settings.store.clone(),
-            bootstrap_done: AtomicBool::new(false),
-        });
+        let state = web::Data::new(AppState::new(&settings, metrics.clone()));
         {
             let state = state.clone();
             let admin = settings.bootstrap_admin.clone();
             tokio::spawn(async move {
                 state.redis.refresh_topology().await;
                 bootstrap::ensure_admin(&state, &admin).await;
-                state.bootstrap_done.store(true, Ordering::Release);
+                state.finish_bootstrap();
             });
         }
 

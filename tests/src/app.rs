@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evergreen_api::config::Settings;
-use evergreen_api::startup::{AppState, Application};
+use evergreen_api::startup::Application;
+use evergreen_api::state::AppState;
 
 use crate::client::{Api, Session};
 use crate::lab::Lab;

@@ -14,7 +14,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::users::model::Role;
 
 /// The authenticated user of a request.

@@ -10,8 +10,8 @@ use super::model::{LoginRequest, RefreshRequest, TokenPair};
 use super::store::Rotation;
 use super::tokens;
 use crate::body::Body;
-use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
 use crate::users::model::{RegisterRequest, Role, User, normalize_email};
 use crate::users::store::NewUser;
 
@@ -23,8 +23,8 @@ const INVALID_CREDENTIALS: &str = "invalid email or password";
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created", body = User),
-        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email already registered"),
+        (status = 422, description = "Invalid fields"),
     )
 )]
 #[post("/auth/register")]
@@ -53,7 +53,7 @@ pub async fn register(
             .insert_header((LOCATION, format!("/api/v1/users/{}", user.id)))
             .json(user)),
         Err(_) => Err(ApiError::conflict(
-            "email_taken",
+            Code::EmailTaken,
             "an account with this email already exists",
         )),
     }
@@ -65,8 +65,8 @@ pub async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenPair),
-        (status = 401, description = "Wrong email or password, or disabled account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password, or disabled account"),
+        (status = 429, description = "Too many failed attempts; see Retry-After"),
     )
 )]
 #[post("/auth/login")]
@@ -135,8 +135,8 @@ pub async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New token pair", body = TokenPair),
-        (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not confirmed; retry with the same refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid, expired or reused refresh token"),
+        (status = 503, description = "Not confirmed; retry with the same refresh token"),
     )
 )]
 #[post("/auth/refresh")]
@@ -205,7 +205,7 @@ pub async fn refresh(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in"),
     )
 )]
 #[post("/auth/logout")]

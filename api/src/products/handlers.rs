@@ -13,10 +13,10 @@ use super::store::{
 };
 use crate::auth::Admin;
 use crate::body::Body;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Code};
 use crate::idempotency::{self, IDEMPOTENT_REPLAYED, IdempotencyKey};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 fn not_found() -> ApiError {
     ApiError::NotFound("product not found".to_owned())
@@ -32,8 +32,8 @@ fn with_etag(mut response: actix_web::HttpResponseBuilder, product: &Product) ->
     params(ListProductsQuery),
     responses(
         (status = 200, body = Page<Product>),
-        (status = 400, description = "Unknown parameter or wrong type", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Out-of-range value or invalid cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown parameter or wrong type"),
+        (status = 422, description = "Out-of-range value or invalid cursor"),
     )
 )]
 #[get("/products")]
@@ -74,8 +74,8 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "Product id")),
     responses(
         (status = 200, body = Product, headers(("ETag" = String, description = "Version for If-Match"))),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a UUID"),
+        (status = 404),
     )
 )]
 #[get("/products/{id}")]
@@ -94,9 +94,9 @@ pub async fn get(
     request_body = CreateProductRequest,
     responses(
         (status = 201, body = Product, headers(("Location" = String), ("ETag" = String))),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "SKU taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 403),
+        (status = 409, description = "SKU taken"),
+        (status = 422),
     )
 )]
 #[post("/products")]
@@ -130,7 +130,7 @@ pub async fn create(
             Ok(with_etag(response, &product))
         }
         Err(_) => Err(ApiError::conflict(
-            "sku_taken",
+            Code::SkuTaken,
             "a product with this SKU already exists",
         )),
     }
@@ -144,7 +144,7 @@ fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, Api
         .ok_or(ApiError::PreconditionRequired)?;
     let text = header
         .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match is not readable text"))?
+        .map_err(|_| ApiError::bad_request(Code::InvalidIfMatch, "If-Match is not readable text"))?
         .trim();
     if text == "*" {
         return Ok(current.version);
@@ -156,7 +156,7 @@ fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, Api
             .and_then(|t| t.parse::<u64>().ok())
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_if_match",
+                    Code::InvalidIfMatch,
                     "If-Match must hold strong ETags such as \"3\"",
                 )
             })?;
@@ -181,11 +181,11 @@ fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, Api
     request_body = UpdateProductRequest,
     responses(
         (status = 200, body = Product, headers(("ETag" = String))),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Product archived", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "ETag does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "If-Match missing", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
+        (status = 404),
+        (status = 409, description = "Product archived"),
+        (status = 412, description = "ETag does not match"),
+        (status = 428, description = "If-Match missing"),
     )
 )]
 #[patch("/products/{id}")]
@@ -230,7 +230,7 @@ pub async fn update(
 }
 
 fn archived_conflict() -> ApiError {
-    ApiError::conflict("product_archived", "archived products cannot be changed")
+    ApiError::conflict(Code::ProductArchived, "archived products cannot be changed")
 }
 
 /// Add or remove stock (admin). Requires `Idempotency-Key`: a retry with the
@@ -246,12 +246,12 @@ fn archived_conflict() -> ApiError {
     request_body = StockDeltaRequest,
     responses(
         (status = 200, body = Product, headers(("ETag" = String), ("Idempotent-Replayed" = String))),
-        (status = 400, description = "Missing Idempotency-Key or malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Stock would go below zero", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Out-of-range delta, or key reused with another request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not confirmed; retry with the same key", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Missing Idempotency-Key or malformed body"),
+        (status = 403, description = "Not an admin"),
+        (status = 404),
+        (status = 409, description = "Stock would go below zero"),
+        (status = 422, description = "Out-of-range delta, or key reused with another request"),
+        (status = 503, description = "Not confirmed; retry with the same key"),
     )
 )]
 #[post("/products/{id}/stock")]
@@ -304,8 +304,8 @@ pub async fn add_stock(
     params(("id" = Uuid, Path, description = "Product id")),
     responses(
         (status = 200, description = "The archived product", body = Product),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
+        (status = 404),
     )
 )]
 #[delete("/products/{id}")]
@@ -331,7 +331,7 @@ pub async fn archive(
         }
     }
     Err(ApiError::conflict(
-        "concurrent_update",
+        Code::ConcurrentUpdate,
         "the product kept changing; try again",
     ))
 }

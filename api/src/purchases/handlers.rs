@@ -13,11 +13,11 @@ use super::model::{
 use super::store::{CancelOutcome, Order, PurchaseOutcome};
 use crate::auth::Caller;
 use crate::body::Body;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Code};
 use crate::idempotency::{self, IDEMPOTENT_REPLAYED, IdempotencyKey};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::redis::RedisError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Longest a response waits for its idempotency record to be settled.
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -65,11 +65,11 @@ fn created(purchase: &Purchase, replayed: bool) -> HttpResponse {
     request_body = CreatePurchaseRequest,
     responses(
         (status = 201, body = Purchase, headers(("Location" = String), ("Idempotent-Replayed" = String))),
-        (status = 400, description = "Missing Idempotency-Key or malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Insufficient stock (names the product), archived product, or key in flight", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid lines, unknown product, or key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not confirmed; retry with the same key", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Missing Idempotency-Key or malformed body"),
+        (status = 401),
+        (status = 409, description = "Insufficient stock (names the product), archived product, or key in flight"),
+        (status = 422, description = "Invalid lines, unknown product, or key reused with another body"),
+        (status = 503, description = "Not confirmed; retry with the same key"),
     )
 )]
 #[post("/purchases")]
@@ -129,7 +129,7 @@ pub async fn create(
             Ok(created(&purchase, true))
         }
         PurchaseOutcome::InFlight => Err(ApiError::conflict(
-            "idempotency_key_in_flight",
+            Code::IdempotencyKeyInFlight,
             "a request with this Idempotency-Key is still being processed; retry shortly",
         )),
         PurchaseOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
@@ -169,8 +169,8 @@ pub async fn create(
     params(ListPurchasesQuery),
     responses(
         (status = 200, body = Page<Purchase>),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "user_id of someone else, without the admin role", body = Problem, content_type = "application/problem+json"),
+        (status = 401),
+        (status = 403, description = "user_id of someone else, without the admin role"),
     )
 )]
 #[get("/purchases")]
@@ -207,7 +207,7 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "Purchase id")),
     responses(
         (status = 200, body = Purchase),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404),
     )
 )]
 #[get("/purchases/{id}")]
@@ -233,9 +233,9 @@ pub async fn get(
     params(("id" = Uuid, Path, description = "Purchase id")),
     responses(
         (status = 200, body = Purchase, headers(("Idempotent-Replayed" = String, description = "`true` when this session had cancelled it already"))),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already cancelled by another session", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not confirmed; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 404),
+        (status = 409, description = "Already cancelled by another session"),
+        (status = 503, description = "Not confirmed; retry"),
     )
 )]
 #[post("/purchases/{id}/cancel")]
@@ -259,7 +259,7 @@ pub async fn cancel(
             .json(purchase)),
         CancelOutcome::Missing => Err(not_found()),
         CancelOutcome::AlreadyCancelled => Err(ApiError::conflict(
-            "already_cancelled",
+            Code::AlreadyCancelled,
             "this purchase was already cancelled by another session",
         )),
     }

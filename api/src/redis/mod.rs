@@ -38,6 +38,19 @@ pub enum RedisError {
     Unexpected(String),
 }
 
+impl RedisError {
+    /// Its `kind` label in `evergreen_redis_errors_total`
+    /// ([`crate::metrics::REDIS_ERROR_KINDS`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) | Self::CutOff => "unavailable",
+            Self::Unconfirmed => "unconfirmed",
+            Self::OutOfMemory => "out_of_memory",
+            Self::Unexpected(_) => "unexpected",
+        }
+    }
+}
+
 /// Server error codes carried by `error`, including those of commands inside a
 /// pipeline or an aborted transaction (redis-rs wraps them: the outer error has
 /// no code of its own).
@@ -126,6 +139,19 @@ pub fn transaction(build: impl FnOnce(&mut redis::Pipeline)) -> redis::Pipeline 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_is_a_label_of_the_metric() {
+        for error in [
+            RedisError::Unavailable(String::new()),
+            RedisError::CutOff,
+            RedisError::Unconfirmed,
+            RedisError::OutOfMemory,
+            RedisError::Unexpected(String::new()),
+        ] {
+            assert!(crate::metrics::REDIS_ERROR_KINDS.contains(&error.kind()));
+        }
+    }
 
     #[test]
     fn every_retryable_reply_is_unavailable_and_an_unknown_one_is_a_bug() {

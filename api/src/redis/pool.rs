@@ -502,7 +502,8 @@ impl Redis {
             }
             Err(refused) => Err(refused),
         };
-        self.metrics.observe_redis(op, started.elapsed(), &result);
+        self.metrics
+            .observe_redis(op, started.elapsed(), outcome(&result));
         result
     }
 
@@ -600,7 +601,8 @@ impl Redis {
             }
             Err(refused) => Err(refused),
         };
-        self.metrics.observe_redis(op, started.elapsed(), &result);
+        self.metrics
+            .observe_redis(op, started.elapsed(), outcome(&result));
         result
     }
 
@@ -734,6 +736,11 @@ impl Drop for Probe {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
     }
+}
+
+/// The `outcome` label of an operation's metrics.
+fn outcome<T>(result: &Result<T, RedisError>) -> &'static str {
+    result.as_ref().err().map_or("ok", RedisError::kind)
 }
 
 fn connection_manager_epoch(pool: &NodePool) -> u64 {

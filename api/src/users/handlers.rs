@@ -8,9 +8,9 @@ use super::model::{AdminUpdateUserRequest, Role, UpdateMeRequest, User};
 use super::store::EndSessions;
 use crate::auth::{Admin, Caller};
 use crate::body::Body;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Code};
 use crate::pagination::{Page, PageQuery, decode_optional_cursor};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const USERS_CURSOR_SCOPE: &str = "users";
 
@@ -20,7 +20,7 @@ const USERS_CURSOR_SCOPE: &str = "users";
     security(("bearer" = [])),
     responses(
         (status = 200, body = User),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 401),
     )
 )]
 #[get("/users/me")]
@@ -41,8 +41,8 @@ pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<
     request_body = UpdateMeRequest,
     responses(
         (status = 200, body = User),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or wrong current password", body = Problem, content_type = "application/problem+json"),
+        (status = 401),
+        (status = 422, description = "Invalid fields or wrong current password"),
     )
 )]
 #[patch("/users/me")]
@@ -104,8 +104,8 @@ pub async fn update_me(
     params(PageQuery),
     responses(
         (status = 200, body = Page<User>),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 401),
+        (status = 403),
     )
 )]
 #[get("/users")]
@@ -127,8 +127,8 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "User id")),
     responses(
         (status = 200, body = User),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 403),
+        (status = 404),
     )
 )]
 #[get("/users/{id}")]
@@ -154,9 +154,9 @@ pub async fn get(
     request_body = AdminUpdateUserRequest,
     responses(
         (status = 200, body = User),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An admin tried to demote or disable themselves", body = Problem, content_type = "application/problem+json"),
+        (status = 403),
+        (status = 404),
+        (status = 409, description = "An admin tried to demote or disable themselves"),
     )
 )]
 #[patch("/users/{id}")]
@@ -171,7 +171,7 @@ pub async fn update(
     let AdminUpdateUserRequest { role, disabled } = body.into_inner();
     if id == admin.user_id && (role == Some(Role::Customer) || disabled == Some(true)) {
         return Err(ApiError::conflict(
-            "self_lockout",
+            Code::SelfLockout,
             "admins cannot demote or disable themselves",
         ));
     }

@@ -395,3 +395,32 @@ async fn every_kind_of_refusal_is_a_complete_problem_document() {
     .await;
     assert_eq!(stock_of(&api, &product).await, 1);
 }
+
+/// The README's table of error codes is the code's: every code, with its
+/// status, and no other.
+#[test]
+fn the_readme_lists_every_error_code_with_its_status() {
+    use evergreen_api::error::Code;
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("### Error codes")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has an Error codes section");
+    let listed: Vec<(String, u16)> = section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((code.to_owned(), cells.get(2)?.parse().ok()?))
+        })
+        .collect();
+    let mut expected: Vec<(String, u16)> = Code::ALL
+        .iter()
+        .map(|code| (code.as_str().to_owned(), code.status().as_u16()))
+        .collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    expected.sort();
+    assert_eq!(listed_sorted, expected);
+}
