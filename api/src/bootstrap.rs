@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use crate::config::BootstrapAdminSettings;
 use crate::state::AppState;
 use crate::users::model::{Role, normalize_email};
-use crate::users::store::NewUser;
+use crate::users::store::{NewUser, RegisterOutcome};
 
 /// Retries until the admin exists (or is found to be taken by a customer).
 pub async fn ensure_admin(state: &AppState, settings: &BootstrapAdminSettings) {
@@ -58,8 +58,10 @@ async fn try_once(
         password_hash: &password_hash,
     };
     match users.create(new).await? {
-        Ok(user) => tracing::info!(user_id = %user.id, "bootstrap admin created"),
-        Err(_) => tracing::info!("bootstrap admin already exists"),
+        RegisterOutcome::Created(user) => {
+            tracing::info!(user_id = %user.id, "bootstrap admin created");
+        }
+        RegisterOutcome::EmailTaken => tracing::info!("bootstrap admin already exists"),
     }
     Ok(())
 }

@@ -187,6 +187,12 @@ impl Metrics {
             .expect("valid HTTP metrics")
     }
 
+    /// A purchase created (not a replay): counted, and its total added to revenue.
+    pub fn record_purchase(&self, total_cents: i64) {
+        self.purchases.inc();
+        self.revenue_cents.inc_by(total_cents.max(0) as u64);
+    }
+
     /// One Redis operation: `outcome` is "ok" or one of [`REDIS_ERROR_KINDS`].
     pub fn observe_redis(&self, op: &'static str, elapsed: Duration, outcome: &'static str) {
         self.redis_duration

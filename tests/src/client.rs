@@ -271,11 +271,21 @@ impl Api {
 
     /// Creates a product as `admin` and returns its JSON.
     pub async fn new_product(&self, admin: &Session, price_cents: i64, stock: i64) -> Value {
+        self.new_product_with(admin, json!({"price_cents": price_cents, "stock": stock}))
+            .await
+    }
+
+    /// Creates a test product (1000 cents, 10 in stock, category `test`, a
+    /// fresh SKU) with `fields` overriding those, and returns its JSON.
+    pub async fn new_product_with(&self, admin: &Session, fields: Value) -> Value {
         let sku = format!("SKU-{}", Uuid::new_v4().simple());
-        let body = json!({
+        let mut body = json!({
             "sku": sku, "name": format!("Product {sku}"), "description": "A test product",
-            "price_cents": price_cents, "currency": "USD", "stock": stock, "category": "test",
+            "price_cents": 1000, "currency": "USD", "stock": 10, "category": "test",
         });
+        for (key, value) in fields.as_object().expect("fields are an object") {
+            body[key] = value.clone();
+        }
         expect(
             self.create_product(&admin.access_token, &body).await,
             StatusCode::CREATED,

@@ -1,9 +1,11 @@
-//! Authentication: passwords, tokens, sessions and the request guards.
+//! Authentication: passwords, tokens, sessions, signing in and refreshing,
+//! and the request guards.
 
 pub mod extract;
 mod handlers;
 pub mod model;
 pub mod password;
+mod sign_in;
 pub mod store;
 pub mod tokens;
 

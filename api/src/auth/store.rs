@@ -2,11 +2,10 @@
 //! rotation and password changes revoke; access tokens name it, so revoking it
 //! stops them on every API replica at once.
 
-use redis::Value;
 use uuid::Uuid;
 
 use crate::config::AuthSettings;
-use crate::redis::{Keys, Redis, RedisError, scripts, transaction, value};
+use crate::redis::{Keys, Redis, RedisError, scripts, transaction};
 use crate::users::model::Role;
 
 #[derive(Debug)]
@@ -108,38 +107,25 @@ impl SessionStore<'_> {
         presented_hash: &str,
         successor_hash: &str,
     ) -> Result<Rotation, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.add_command(
-            scripts::REFRESH_SESSION
-                .call(&[self.keys.session(session_id)])
-                .arg(presented_hash)
-                .arg(successor_hash)
-                .arg(self.settings.refresh_token_ttl_secs)
-                .arg(self.keys.user_sessions_prefix())
-                .arg(session_id.to_string())
-                .arg(self.settings.refresh_reuse_interval_secs * 1000)
-                .to_owned(),
-        );
-        let (reply,): (Vec<Value>,) = self.redis.write("session_refresh", &pipe).await?;
-        let text = |index: usize| reply.get(index).and_then(value::text);
-        match (text(0).as_deref(), text(1), text(2)) {
-            (Some("rotated" | "replayed"), Some(user), Some(rotated_ms)) => {
-                match (user.parse(), rotated_ms.parse()) {
-                    (Ok(user_id), Ok(rotated_at_ms)) => Ok(Rotation::Rotated {
-                        user_id,
-                        rotated_at_ms,
-                    }),
-                    _ => Err(RedisError::Unexpected(
-                        "session holds an invalid user id or time".to_owned(),
-                    )),
-                }
-            }
-            (Some("missing"), _, _) => Ok(Rotation::Missing),
-            (Some("reused"), _, _) => Ok(Rotation::Reused),
-            _ => Err(RedisError::Unexpected(
-                "refresh script: unexpected reply".to_owned(),
-            )),
-        }
+        let call = scripts::REFRESH_SESSION
+            .call(&[self.keys.session(session_id)])
+            .arg(presented_hash)
+            .arg(successor_hash)
+            .arg(self.settings.refresh_token_ttl_secs)
+            .arg(self.keys.user_sessions_prefix())
+            .arg(session_id.to_string())
+            .arg(self.settings.refresh_reuse_interval_secs * 1000)
+            .to_owned();
+        let reply = self.redis.run_script("session_refresh", call).await?;
+        Ok(match reply.tag.as_str() {
+            "rotated" | "replayed" => Rotation::Rotated {
+                user_id: reply.value(0)?,
+                rotated_at_ms: reply.value(1)?,
+            },
+            "missing" => Rotation::Missing,
+            "reused" => Rotation::Reused,
+            _ => return Err(reply.unknown()),
+        })
     }
 
     /// Ends one session (logout).

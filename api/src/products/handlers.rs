@@ -9,7 +9,8 @@ use super::model::{
     CreateProductRequest, ListProductsQuery, Product, StockDeltaRequest, UpdateProductRequest,
 };
 use super::store::{
-    NewProduct, ProductChanges, ProductFilter, ProductWrite, StockDelta, StockOutcome,
+    ArchiveOutcome, CreateOutcome, NewProduct, ProductChanges, ProductFilter, StockDelta,
+    StockOutcome, UpdateOutcome,
 };
 use crate::auth::Admin;
 use crate::body::Body;
@@ -124,19 +125,23 @@ pub async fn create(
         category: body.category,
     };
     match state.products().create(new).await? {
-        Ok(product) => {
+        CreateOutcome::Created(product) => {
             let mut response = HttpResponse::Created();
             response.insert_header((LOCATION, format!("/api/v1/products/{}", product.id)));
             Ok(with_etag(response, &product))
         }
-        Err(_) => Err(ApiError::conflict(
+        CreateOutcome::SkuTaken => Err(ApiError::conflict(
             Code::SkuTaken,
             "a product with this SKU already exists",
         )),
     }
 }
 
-/// The version named by `If-Match` (`"<n>"` or `*`), or 428 when it is missing.
+/// The version named by `If-Match`, or 428 when it is missing. A list of
+/// entity tags (RFC 9110): `*`, or the current version's strong tag, `"3"`.
+/// A tag that is well-formed but not current, a weak one (`W/"3"`: never
+/// matches for a write) or one that is no version of ours (`"stale"`) is a
+/// 412; only a header that is not entity tags at all is a 400.
 fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, ApiError> {
     let header = request
         .headers()
@@ -149,24 +154,31 @@ fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, Api
     if text == "*" {
         return Ok(current.version);
     }
+    let mut matched = false;
     for tag in text.split(',').map(str::trim) {
-        let version = tag
+        let (weak, opaque) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let quoted = opaque
             .strip_prefix('"')
             .and_then(|t| t.strip_suffix('"'))
-            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|t| !t.contains('"'))
             .ok_or_else(|| {
                 ApiError::bad_request(
                     Code::InvalidIfMatch,
-                    "If-Match must hold strong ETags such as \"3\"",
+                    "If-Match must hold entity tags such as \"3\", or *",
                 )
             })?;
-        if version == current.version {
-            return Ok(version);
-        }
+        matched |= !weak && quoted.parse::<u64>() == Ok(current.version);
     }
-    Err(ApiError::PreconditionFailed {
-        current: current.etag(),
-    })
+    if matched {
+        Ok(current.version)
+    } else {
+        Err(ApiError::PreconditionFailed {
+            current: current.etag(),
+        })
+    }
 }
 
 /// Change a product (admin). Needs `If-Match` with the ETag of a GET: a
@@ -220,10 +232,10 @@ pub async fn update(
         category: body.category,
     };
     match products.update(&current, expected, changes).await? {
-        ProductWrite::Done(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
-        ProductWrite::Missing => Err(not_found()),
-        ProductWrite::Archived => Err(archived_conflict()),
-        ProductWrite::VersionChanged(version) => Err(ApiError::PreconditionFailed {
+        UpdateOutcome::Updated(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
+        UpdateOutcome::Missing => Err(not_found()),
+        UpdateOutcome::Archived => Err(archived_conflict()),
+        UpdateOutcome::VersionChanged(version) => Err(ApiError::PreconditionFailed {
             current: format!("\"{version}\""),
         }),
     }
@@ -314,24 +326,12 @@ pub async fn archive(
     _admin: Admin,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let products = state.products();
-    // A concurrent PATCH may move the product in the indexes between our read
-    // and the script: re-read and try again.
-    for _ in 0..3 {
-        let current = products.get_latest(*id).await?.ok_or_else(not_found)?;
-        match products.archive(&current).await? {
-            ProductWrite::Done(product) => return Ok(with_etag(HttpResponse::Ok(), &product)),
-            ProductWrite::Missing => return Err(not_found()),
-            ProductWrite::VersionChanged(_) => continue,
-            other => {
-                return Err(ApiError::Internal(format!(
-                    "unexpected archive outcome {other:?}"
-                )));
-            }
-        }
+    match state.products().archive(*id).await? {
+        ArchiveOutcome::Archived(product) => Ok(with_etag(HttpResponse::Ok(), &product)),
+        ArchiveOutcome::Missing => Err(not_found()),
+        ArchiveOutcome::KeptChanging => Err(ApiError::conflict(
+            Code::ConcurrentUpdate,
+            "the product kept changing; try again",
+        )),
     }
-    Err(ApiError::conflict(
-        Code::ConcurrentUpdate,
-        "the product kept changing; try again",
-    ))
 }

@@ -1,13 +1,9 @@
 //! Products as clients see them, and the bodies and queries that touch them.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
-
-use crate::redis::{RedisError, value};
 
 /// Prices are bounded so that a total of 100 lines of 1000 units stays exact
 /// in Redis Lua's doubles (< 2^53).
@@ -40,24 +36,6 @@ pub struct Product {
 }
 
 impl Product {
-    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, RedisError> {
-        Ok(Self {
-            id: value::parse(fields, "id")?,
-            sku: value::field(fields, "sku")?.to_owned(),
-            name: value::field(fields, "name")?.to_owned(),
-            description: value::field(fields, "description")?.to_owned(),
-            price_cents: value::parse(fields, "price_cents")?,
-            currency: value::field(fields, "currency")?.to_owned(),
-            stock: value::parse(fields, "stock")?,
-            category: value::field(fields, "category")?.to_owned(),
-            archived: value::field(fields, "archived")? == "1",
-            created_at: value::field(fields, "created_at")?.to_owned(),
-            updated_at: value::field(fields, "updated_at")?.to_owned(),
-            version: value::parse(fields, "version")?,
-            created_ms: value::parse(fields, "created_ms")?,
-        })
-    }
-
     /// Strong ETag of the product's editable state.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)

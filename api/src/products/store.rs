@@ -1,6 +1,7 @@
-//! Products in Redis: a hash per product, a unique SKU index, and lex indexes
-//! by creation and by price, over the whole catalog and per category. Catalog
-//! reads go to replicas.
+//! Products in Redis: a hash per product (its layout is `fields_of` and
+//! `from_fields`, here), a unique SKU index, and lex indexes by creation and
+//! by price, over the whole catalog and per category. Catalog reads go to
+//! replicas.
 
 use std::collections::HashMap;
 
@@ -78,16 +79,38 @@ impl ProductFilter {
     }
 }
 
-/// Outcome of a write that checks the product's state.
-// Returned once per request and matched at once: boxing `Done` buys nothing.
+// The outcomes below are returned once per request and matched at once:
+// boxing the product buys nothing.
+
+/// What creating a product did.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum ProductWrite {
-    Done(Product),
+pub enum CreateOutcome {
+    Created(Product),
+    /// Another product holds the SKU.
+    SkuTaken,
+}
+
+/// What a PATCH did.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum UpdateOutcome {
+    Updated(Product),
     Missing,
     Archived,
     /// The product is at another version (ETag) than the caller expected.
     VersionChanged(u64),
+}
+
+/// What archiving did.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum ArchiveOutcome {
+    /// Archived now, or already.
+    Archived(Product),
+    Missing,
+    /// Concurrent PATCHes kept moving it between the read and the script.
+    KeptChanging,
 }
 
 /// What a stock delta did.
@@ -128,10 +151,6 @@ fn now() -> (String, i64) {
     )
 }
 
-fn tagged(reply: &[Value]) -> (Option<String>, Option<&Value>) {
-    (reply.first().and_then(value::text), reply.get(1))
-}
-
 impl ProductStore<'_> {
     fn index_keys(&self, category: &str) -> [String; 4] {
         [
@@ -144,8 +163,8 @@ impl ProductStore<'_> {
         ]
     }
 
-    /// Creates the product, or returns the id of the product holding the SKU.
-    pub async fn create(&self, new: NewProduct) -> Result<Result<Product, Uuid>, RedisError> {
+    /// Creates the product unless its SKU is taken.
+    pub async fn create(&self, new: NewProduct) -> Result<CreateOutcome, RedisError> {
         let id = Uuid::new_v4();
         let (timestamp, created_ms) = now();
         let [by_created, by_price, category_created, category_price] =
@@ -183,11 +202,8 @@ impl ProductStore<'_> {
         pipe.add_command(call);
         let (reply,): (Vec<Value>,) = self.redis.write("product_create", &pipe).await?;
         match reply.as_slice() {
-            [Value::Int(1)] => Ok(Ok(product)),
-            [Value::Int(0), existing] => value::text(existing)
-                .and_then(|id| id.parse().ok())
-                .map(Err)
-                .ok_or_else(|| RedisError::Unexpected("SKU index holds an invalid id".to_owned())),
+            [Value::Int(1)] => Ok(CreateOutcome::Created(product)),
+            [Value::Int(0), _] => Ok(CreateOutcome::SkuTaken),
             _ => Err(RedisError::Unexpected(
                 "create_product: unexpected reply".to_owned(),
             )),
@@ -215,7 +231,7 @@ impl ProductStore<'_> {
         if fields.is_empty() {
             Ok(None)
         } else {
-            Product::from_fields(&fields).map(Some)
+            from_fields(&fields).map(Some)
         }
     }
 
@@ -298,7 +314,7 @@ impl ProductStore<'_> {
                 if fields.is_empty() {
                     continue;
                 }
-                let product = Product::from_fields(&fields)?;
+                let product = from_fields(&fields)?;
                 if filter.matches(&product) {
                     matched.push((member, product));
                     if matched.len() > limit {
@@ -329,7 +345,7 @@ impl ProductStore<'_> {
         current: &Product,
         expected_version: u64,
         changes: ProductChanges,
-    ) -> Result<ProductWrite, RedisError> {
+    ) -> Result<UpdateOutcome, RedisError> {
         let (timestamp, _) = now();
         let new_price = changes.price_cents.unwrap_or(current.price_cents);
         let new_category = changes
@@ -365,26 +381,47 @@ impl ProductStore<'_> {
         if let Some(category) = changes.category {
             call.arg("category").arg(category);
         }
-        self.versioned_write("product_update", call).await
+        let reply = self.redis.run_script("product_update", call).await?;
+        Ok(match reply.tag.as_str() {
+            "ok" => UpdateOutcome::Updated(from_fields(&reply.fields(0))?),
+            "missing" => UpdateOutcome::Missing,
+            "archived" => UpdateOutcome::Archived,
+            "version" => UpdateOutcome::VersionChanged(reply.value(0)?),
+            _ => return Err(reply.unknown()),
+        })
     }
 
-    /// Archives the product (idempotent), if it is still at `version`.
-    pub async fn archive(&self, current: &Product) -> Result<ProductWrite, RedisError> {
-        let (timestamp, _) = now();
-        let [by_created, by_price, category_created, category_price] =
-            self.index_keys(&current.category);
-        let mut call = scripts::ARCHIVE_PRODUCT.call(&[
-            self.keys.product(current.id),
-            by_created,
-            by_price,
-            category_created,
-            category_price,
-        ]);
-        call.arg(current.version)
-            .arg(keys::created_member(current.created_ms, current.id))
-            .arg(keys::price_member(current.price_cents, current.id))
-            .arg(timestamp);
-        self.versioned_write("product_archive", call).await
+    /// Archives the product (idempotent). The script checks the version it
+    /// read, because the indexes it removes the product from depend on its
+    /// price and category: a concurrent PATCH makes it read again.
+    pub async fn archive(&self, id: Uuid) -> Result<ArchiveOutcome, RedisError> {
+        for _ in 0..3 {
+            let Some(current) = self.get_latest(id).await? else {
+                return Ok(ArchiveOutcome::Missing);
+            };
+            let (timestamp, _) = now();
+            let [by_created, by_price, category_created, category_price] =
+                self.index_keys(&current.category);
+            let mut call = scripts::ARCHIVE_PRODUCT.call(&[
+                self.keys.product(current.id),
+                by_created,
+                by_price,
+                category_created,
+                category_price,
+            ]);
+            call.arg(current.version)
+                .arg(keys::created_member(current.created_ms, current.id))
+                .arg(keys::price_member(current.price_cents, current.id))
+                .arg(timestamp);
+            let reply = self.redis.run_script("product_archive", call).await?;
+            match reply.tag.as_str() {
+                "ok" => return Ok(ArchiveOutcome::Archived(from_fields(&reply.fields(0))?)),
+                "missing" => return Ok(ArchiveOutcome::Missing),
+                "version" => continue,
+                _ => return Err(reply.unknown()),
+            }
+        }
+        Ok(ArchiveOutcome::KeptChanging)
     }
 
     /// Adds the delta to the stock, never below zero, once per key.
@@ -400,52 +437,36 @@ impl ProductStore<'_> {
             .arg(timestamp)
             .arg(change.fingerprint)
             .arg(change.key_ttl_secs);
-        let mut pipe = redis::pipe();
-        pipe.add_command(call);
-        let (reply,): (Vec<Value>,) = self.redis.write("product_stock", &pipe).await?;
-        let current = || {
-            reply
-                .get(1)
-                .and_then(value::text)
-                .and_then(|t| t.parse::<i64>().ok())
-                .unwrap_or(0)
-        };
-        let product = || Product::from_fields(&value::map(reply.get(1).unwrap_or(&Value::Nil)));
-        match reply.first().and_then(value::text).as_deref() {
-            Some("ok") => product().map(StockOutcome::Applied),
-            Some("replayed") => product().map(StockOutcome::Replayed),
-            Some("key_reused") => Ok(StockOutcome::KeyReused),
-            Some("missing") => Ok(StockOutcome::Missing),
-            Some("insufficient") => Ok(StockOutcome::Insufficient(current())),
-            Some("too_large") => Ok(StockOutcome::TooLarge(current())),
-            _ => Err(RedisError::Unexpected(
-                "stock script: unexpected reply".to_owned(),
-            )),
-        }
+        let reply = self.redis.run_script("product_stock", call).await?;
+        Ok(match reply.tag.as_str() {
+            "ok" => StockOutcome::Applied(from_fields(&reply.fields(0))?),
+            "replayed" => StockOutcome::Replayed(from_fields(&reply.fields(0))?),
+            "key_reused" => StockOutcome::KeyReused,
+            "missing" => StockOutcome::Missing,
+            "insufficient" => StockOutcome::Insufficient(reply.value(0)?),
+            "too_large" => StockOutcome::TooLarge(reply.value(0)?),
+            _ => return Err(reply.unknown()),
+        })
     }
+}
 
-    async fn versioned_write(
-        &self,
-        op: &'static str,
-        call: redis::Cmd,
-    ) -> Result<ProductWrite, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.add_command(call);
-        let (reply,): (Vec<Value>,) = self.redis.write(op, &pipe).await?;
-        let number =
-            |v: Option<&Value>| v.and_then(value::text).and_then(|t| t.parse::<i64>().ok());
-        match tagged(&reply) {
-            (Some(tag), Some(fields)) if tag == "ok" => {
-                Product::from_fields(&value::map(fields)).map(ProductWrite::Done)
-            }
-            (Some(tag), _) if tag == "missing" => Ok(ProductWrite::Missing),
-            (Some(tag), _) if tag == "archived" => Ok(ProductWrite::Archived),
-            (Some(tag), current) if tag == "version" => Ok(ProductWrite::VersionChanged(
-                number(current).unwrap_or(0) as u64,
-            )),
-            _ => Err(RedisError::Unexpected(format!("{op}: unexpected reply"))),
-        }
-    }
+/// A product from its hash.
+fn from_fields(fields: &HashMap<String, String>) -> Result<Product, RedisError> {
+    Ok(Product {
+        id: value::parse(fields, "id")?,
+        sku: value::field(fields, "sku")?.to_owned(),
+        name: value::field(fields, "name")?.to_owned(),
+        description: value::field(fields, "description")?.to_owned(),
+        price_cents: value::parse(fields, "price_cents")?,
+        currency: value::field(fields, "currency")?.to_owned(),
+        stock: value::parse(fields, "stock")?,
+        category: value::field(fields, "category")?.to_owned(),
+        archived: value::field(fields, "archived")? == "1",
+        created_at: value::field(fields, "created_at")?.to_owned(),
+        updated_at: value::field(fields, "updated_at")?.to_owned(),
+        version: value::parse(fields, "version")?,
+        created_ms: value::parse(fields, "created_ms")?,
+    })
 }
 
 /// The hash fields of a product.

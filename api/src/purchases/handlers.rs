@@ -7,20 +7,14 @@ use actix_web::{HttpResponse, get, post, web};
 use uuid::Uuid;
 use validator::Validate;
 
-use super::model::{
-    CreatePurchaseRequest, ListPurchasesQuery, MAX_QUANTITY, Purchase, PurchaseStatus,
-};
+use super::model::{CreatePurchaseRequest, ListPurchasesQuery, MAX_QUANTITY, Purchase};
 use super::store::{CancelOutcome, Order, PurchaseOutcome};
 use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::{ApiError, Code};
 use crate::idempotency::{self, IDEMPOTENT_REPLAYED, IdempotencyKey};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
-use crate::redis::RedisError;
 use crate::state::AppState;
-
-/// Longest a response waits for its idempotency record to be settled.
-const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn not_found() -> ApiError {
     ApiError::NotFound("purchase not found".to_owned())
@@ -43,6 +37,20 @@ fn merge_lines(body: &CreatePurchaseRequest) -> Result<Vec<(Uuid, u32)>, ApiErro
         ));
     }
     Ok(merged.into_iter().collect())
+}
+
+/// 422 naming the first line that asks for `product_id`.
+fn unknown_product(body: &CreatePurchaseRequest, product_id: Uuid) -> ApiError {
+    let index = body
+        .items
+        .iter()
+        .position(|line| line.product_id == product_id)
+        .unwrap_or(0);
+    ApiError::invalid_field(
+        &format!("items[{index}].product_id"),
+        "not_found",
+        format!("product {product_id} does not exist"),
+    )
 }
 
 fn created(purchase: &Purchase, replayed: bool) -> HttpResponse {
@@ -79,53 +87,24 @@ pub async fn create(
     body: Body<CreatePurchaseRequest>,
     key: IdempotencyKey,
 ) -> Result<HttpResponse, ApiError> {
-    let IdempotencyKey(key) = key;
     body.validate()?;
     let lines = merge_lines(&body)?;
-    let fingerprint = idempotency::fingerprint(&*body);
     let order = Order {
         user_id: caller.user_id,
-        idempotency_key: &key,
-        fingerprint: &fingerprint,
+        idempotency_key: &key.0,
+        fingerprint: &idempotency::fingerprint(&*body),
         lines: &lines,
         currency: &state.store.currency,
         key_ttl_secs: state.store.idempotency_key_ttl_secs,
         in_flight_ms: state.store.idempotency_in_flight_secs * 1000,
     };
-    let purchases = state.purchases();
-    // Settling only spares a retry the in-flight window: never let it hold
-    // the response for long.
-    let settle = || async {
-        let settled =
-            tokio::time::timeout(SETTLE_TIMEOUT, purchases.settle(caller.user_id, &key)).await;
-        if !matches!(settled, Ok(Ok(()))) {
-            tracing::warn!(
-                "could not settle the idempotency record; retries wait for the in-flight window"
-            );
-        }
-    };
-    let outcome = match purchases.create(order).await {
-        Ok(outcome) => outcome,
-        Err(RedisError::Unconfirmed) => {
-            settle().await;
-            return Err(RedisError::Unconfirmed.into());
-        }
-        Err(error) => return Err(error.into()),
-    };
-    match outcome {
+    match state.purchases().buy(order).await? {
         PurchaseOutcome::Created(purchase) => {
-            state.metrics.purchases.inc();
-            state
-                .metrics
-                .revenue_cents
-                .inc_by(purchase.total_cents.max(0) as u64);
-            settle().await;
+            state.metrics.record_purchase(purchase.total_cents);
             Ok(created(&purchase, false))
         }
-        PurchaseOutcome::Replayed(mut purchase) => {
+        PurchaseOutcome::Replayed(purchase) => {
             state.metrics.idempotent_replays.inc();
-            // The original response said "completed", whatever happened since.
-            purchase.status = PurchaseStatus::Completed;
             Ok(created(&purchase, true))
         }
         PurchaseOutcome::InFlight => Err(ApiError::conflict(
@@ -133,18 +112,7 @@ pub async fn create(
             "a request with this Idempotency-Key is still being processed; retry shortly",
         )),
         PurchaseOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
-        PurchaseOutcome::NotFound(product_id) => {
-            let index = body
-                .items
-                .iter()
-                .position(|line| line.product_id == product_id)
-                .unwrap_or(0);
-            Err(ApiError::invalid_field(
-                &format!("items[{index}].product_id"),
-                "not_found",
-                format!("product {product_id} does not exist"),
-            ))
-        }
+        PurchaseOutcome::NotFound(product_id) => Err(unknown_product(&body, product_id)),
         PurchaseOutcome::Archived(product_id) => Err(ApiError::ProductUnavailable {
             product_id,
             reason: "it is archived",

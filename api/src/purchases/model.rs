@@ -1,13 +1,9 @@
 //! Purchases as clients see them, and the order body.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::Validate;
-
-use crate::redis::{RedisError, value};
 
 pub const MAX_LINES: usize = 100;
 pub const MAX_QUANTITY: u32 = 1000;
@@ -38,31 +34,6 @@ pub struct Purchase {
     pub currency: String,
     pub status: PurchaseStatus,
     pub created_at: String,
-}
-
-impl Purchase {
-    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, RedisError> {
-        let items = serde_json::from_str(value::field(fields, "items")?).map_err(|e| {
-            RedisError::Unexpected(format!("stored purchase items are invalid: {e}"))
-        })?;
-        Ok(Self {
-            id: value::parse(fields, "id")?,
-            user_id: value::parse(fields, "user_id")?,
-            items,
-            total_cents: value::parse(fields, "total_cents")?,
-            currency: value::field(fields, "currency")?.to_owned(),
-            status: match value::field(fields, "status")? {
-                "completed" => PurchaseStatus::Completed,
-                "cancelled" => PurchaseStatus::Cancelled,
-                _ => {
-                    return Err(RedisError::Unexpected(
-                        "stored purchase has an unknown status".to_owned(),
-                    ));
-                }
-            },
-            created_at: value::field(fields, "created_at")?.to_owned(),
-        })
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate, ToSchema)]

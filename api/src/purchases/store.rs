@@ -1,15 +1,19 @@
-//! Purchases in Redis: a hash per purchase, lex indexes (all, per user) and an
+//! Purchases in Redis: a hash per purchase (its layout is `from_fields` here,
+//! the fields `purchase.lua` writes), lex indexes (all, per user) and an
 //! idempotency record per (user, key). Creating and cancelling are single
 //! scripts, so stock can never be oversold on any number of API replicas.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use redis::Value;
 use uuid::Uuid;
 
-use super::model::Purchase;
+use super::model::{Purchase, PurchaseStatus};
 use crate::redis::keys::{self, Keys};
 use crate::redis::{Redis, RedisError, scripts, value};
+
+/// Longest a response waits for its idempotency record to be settled.
+const SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub struct PurchaseStore<'a> {
@@ -33,7 +37,8 @@ pub struct Order<'a> {
 #[derive(Debug)]
 pub enum PurchaseOutcome {
     Created(Purchase),
-    /// The key was used before with the same body: the original purchase.
+    /// The key was used before with the same body: the original purchase, as
+    /// the first answer showed it (`completed`, whatever happened since).
     Replayed(Purchase),
     /// The first request with this key has not been confirmed yet.
     InFlight,
@@ -58,7 +63,28 @@ pub enum CancelOutcome {
 }
 
 impl PurchaseStore<'_> {
-    pub async fn create(&self, order: Order<'_>) -> Result<PurchaseOutcome, RedisError> {
+    /// Buys every line or none, once per key, then settles the key's record
+    /// (also after a 503: that request is over too).
+    pub async fn buy(&self, order: Order<'_>) -> Result<PurchaseOutcome, RedisError> {
+        let (user_id, key) = (order.user_id, order.idempotency_key);
+        let outcome = self.take_stock_and_record(order).await;
+        if matches!(
+            outcome,
+            Ok(PurchaseOutcome::Created(_)) | Err(RedisError::Unconfirmed)
+        ) {
+            // Settling only spares a retry the in-flight window: never let
+            // it hold the response for long.
+            let settled = tokio::time::timeout(SETTLE_TIMEOUT, self.settle(user_id, key)).await;
+            if !matches!(settled, Ok(Ok(()))) {
+                tracing::warn!(
+                    "could not settle the idempotency record; retries wait for the in-flight window"
+                );
+            }
+        }
+        outcome
+    }
+
+    async fn take_stock_and_record(&self, order: Order<'_>) -> Result<PurchaseOutcome, RedisError> {
         let id = Uuid::new_v4();
         let now = chrono::Utc::now();
         let mut keys = vec![
@@ -86,39 +112,24 @@ impl PurchaseStore<'_> {
         for (product_id, quantity) in order.lines {
             call.arg(product_id.to_string()).arg(*quantity);
         }
-        let mut pipe = redis::pipe();
-        pipe.add_command(call);
-        let (reply,): (Vec<Value>,) = self.redis.write("purchase", &pipe).await?;
-        let tag = reply.first().and_then(value::text).unwrap_or_default();
-        let product = |index: usize| -> Result<Uuid, RedisError> {
-            reply
-                .get(index)
-                .and_then(value::text)
-                .and_then(|t| t.parse().ok())
-                .ok_or_else(|| RedisError::Unexpected("purchase script: bad product id".to_owned()))
-        };
-        let purchase = || -> Result<Purchase, RedisError> {
-            Purchase::from_fields(&value::map(reply.get(1).unwrap_or(&Value::Nil)))
-        };
-        match tag.as_str() {
-            "created" => purchase().map(PurchaseOutcome::Created),
-            "replayed" => purchase().map(PurchaseOutcome::Replayed),
-            "in_flight" => Ok(PurchaseOutcome::InFlight),
-            "key_reused" => Ok(PurchaseOutcome::KeyReused),
-            "not_found" => product(1).map(PurchaseOutcome::NotFound),
-            "archived" => product(1).map(PurchaseOutcome::Archived),
-            "insufficient" => Ok(PurchaseOutcome::Insufficient {
-                product_id: product(1)?,
-                available: reply
-                    .get(2)
-                    .and_then(value::text)
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0),
-            }),
-            _ => Err(RedisError::Unexpected(
-                "purchase script: unexpected reply".to_owned(),
-            )),
-        }
+        let reply = self.redis.run_script("purchase", call).await?;
+        Ok(match reply.tag.as_str() {
+            "created" => PurchaseOutcome::Created(from_fields(&reply.fields(0))?),
+            "replayed" => {
+                let mut purchase = from_fields(&reply.fields(0))?;
+                purchase.status = PurchaseStatus::Completed;
+                PurchaseOutcome::Replayed(purchase)
+            }
+            "in_flight" => PurchaseOutcome::InFlight,
+            "key_reused" => PurchaseOutcome::KeyReused,
+            "not_found" => PurchaseOutcome::NotFound(reply.value(0)?),
+            "archived" => PurchaseOutcome::Archived(reply.value(0)?),
+            "insufficient" => PurchaseOutcome::Insufficient {
+                product_id: reply.value(0)?,
+                available: reply.value(1).unwrap_or(0),
+            },
+            _ => return Err(reply.unknown()),
+        })
     }
 
     /// Marks the idempotency record settled, so that a retry with the same
@@ -128,7 +139,7 @@ impl PurchaseStore<'_> {
     /// `WAIT` confirms the original purchase (or, if it was lost with a
     /// demoted master, the record is gone as well and the retry buys anew).
     /// Losing this mark only delays replays, so it is not confirmed itself.
-    pub async fn settle(&self, user_id: Uuid, idempotency_key: &str) -> Result<(), RedisError> {
+    async fn settle(&self, user_id: Uuid, idempotency_key: &str) -> Result<(), RedisError> {
         let key = self.keys.idempotency(user_id, idempotency_key);
         let mut pipe = redis::pipe();
         pipe.cmd("EXISTS").arg(&key);
@@ -166,7 +177,7 @@ impl PurchaseStore<'_> {
         if fields.is_empty() {
             Ok(None)
         } else {
-            Purchase::from_fields(&fields).map(Some)
+            from_fields(&fields).map(Some)
         }
     }
 
@@ -216,7 +227,7 @@ impl PurchaseStore<'_> {
         let purchases = records
             .iter()
             .filter(|f| !f.is_empty())
-            .map(Purchase::from_fields)
+            .map(from_fields)
             .collect::<Result<Vec<_>, _>>()?;
         Ok((purchases, if more { members.last().cloned() } else { None }))
     }
@@ -239,18 +250,37 @@ impl PurchaseStore<'_> {
         let mut call = scripts::CANCEL.call(&keys);
         call.arg(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .arg(session_id.to_string());
-        let mut pipe = redis::pipe();
-        pipe.add_command(call);
-        let (reply,): (Vec<Value>,) = self.redis.write("purchase_cancel", &pipe).await?;
-        let purchase = || Purchase::from_fields(&value::map(reply.get(1).unwrap_or(&Value::Nil)));
-        match reply.first().and_then(value::text).as_deref() {
-            Some("cancelled") => purchase().map(CancelOutcome::Cancelled),
-            Some("replayed") => purchase().map(CancelOutcome::Replayed),
-            Some("missing") => Ok(CancelOutcome::Missing),
-            Some("already_cancelled") => Ok(CancelOutcome::AlreadyCancelled),
-            _ => Err(RedisError::Unexpected(
-                "cancel script: unexpected reply".to_owned(),
-            )),
-        }
+        let reply = self.redis.run_script("purchase_cancel", call).await?;
+        Ok(match reply.tag.as_str() {
+            "cancelled" => CancelOutcome::Cancelled(from_fields(&reply.fields(0))?),
+            "replayed" => CancelOutcome::Replayed(from_fields(&reply.fields(0))?),
+            "missing" => CancelOutcome::Missing,
+            "already_cancelled" => CancelOutcome::AlreadyCancelled,
+            _ => return Err(reply.unknown()),
+        })
     }
+}
+
+/// A purchase from its hash, as `purchase.lua` writes it (and `cancel.lua`
+/// changes `status`, `cancelled_at`, `cancelled_by`).
+fn from_fields(fields: &HashMap<String, String>) -> Result<Purchase, RedisError> {
+    let items = serde_json::from_str(value::field(fields, "items")?)
+        .map_err(|e| RedisError::Unexpected(format!("stored purchase items are invalid: {e}")))?;
+    Ok(Purchase {
+        id: value::parse(fields, "id")?,
+        user_id: value::parse(fields, "user_id")?,
+        items,
+        total_cents: value::parse(fields, "total_cents")?,
+        currency: value::field(fields, "currency")?.to_owned(),
+        status: match value::field(fields, "status")? {
+            "completed" => PurchaseStatus::Completed,
+            "cancelled" => PurchaseStatus::Cancelled,
+            _ => {
+                return Err(RedisError::Unexpected(
+                    "stored purchase has an unknown status".to_owned(),
+                ));
+            }
+        },
+        created_at: value::field(fields, "created_at")?.to_owned(),
+    })
 }

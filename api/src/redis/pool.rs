@@ -484,6 +484,19 @@ impl Redis {
         self.run(Role::Master, op, pipe, None, &mut None).await
     }
 
+    /// Runs one script call as a confirmed [`Self::write`] and splits its
+    /// `{'tag', ...}` reply.
+    pub async fn run_script(
+        &self,
+        op: &'static str,
+        call: redis::Cmd,
+    ) -> Result<scripts::Tagged, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(call);
+        let (reply,): (Vec<Value>,) = self.write(op, &pipe).await?;
+        scripts::Tagged::from_reply(op, reply)
+    }
+
     /// A write that must survive a failover: runs `pipe` on the master, then
     /// `WAIT`s for every healthy replica. Returns the pipeline's replies only
     /// when the write is confirmed; otherwise [`RedisError::Unconfirmed`] (the

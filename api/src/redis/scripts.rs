@@ -3,9 +3,13 @@
 //! in its header. Scripts are called with `EVALSHA`; [`load_all`] runs on every
 //! new master connection (a promoted replica has an empty script cache).
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use redis::Value;
 use redis::aio::MultiplexedConnection;
+
+use super::{RedisError, value};
 
 /// A script and its SHA1, computed once.
 #[derive(Debug)]
@@ -24,11 +28,69 @@ impl Script {
         }
     }
 
-    /// `EVALSHA <sha> <numkeys> <keys...>`; append the ARGV with `.arg(..)`.
+    /// `EVALSHA <sha> <numkeys> <keys...>`; append the ARGV with `.arg(..)`
+    /// and run it with [`crate::redis::Redis::run_script`].
     pub fn call(&self, keys: &[String]) -> redis::Cmd {
         let mut command = redis::cmd("EVALSHA");
         command.arg(&self.sha).arg(keys.len()).arg(keys);
         command
+    }
+
+    /// The Lua source, for the tests that run each script by hand.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+}
+
+/// The reply of a script that answers `{'tag', ...}` (most of them): the
+/// tag, and readers for what follows it, by position after the tag.
+#[derive(Debug)]
+pub struct Tagged {
+    pub tag: String,
+    rest: Vec<Value>,
+}
+
+impl Tagged {
+    pub(crate) fn from_reply(script: &str, reply: Vec<Value>) -> Result<Self, RedisError> {
+        let mut items = reply.into_iter();
+        let tag = items
+            .next()
+            .as_ref()
+            .and_then(value::text)
+            .ok_or_else(|| RedisError::Unexpected(format!("{script}: reply without a tag")))?;
+        Ok(Self {
+            tag,
+            rest: items.collect(),
+        })
+    }
+
+    /// Item `index` after the tag, as text.
+    pub fn text(&self, index: usize) -> Result<String, RedisError> {
+        self.rest
+            .get(index)
+            .and_then(value::text)
+            .ok_or_else(|| self.unexpected(index))
+    }
+
+    /// Item `index` after the tag, parsed (an id, a number).
+    pub fn value<T: std::str::FromStr>(&self, index: usize) -> Result<T, RedisError> {
+        self.text(index)?
+            .parse()
+            .map_err(|_| self.unexpected(index))
+    }
+
+    /// Item `index` after the tag, a hash as `HGETALL` returns it.
+    pub fn fields(&self, index: usize) -> HashMap<String, String> {
+        self.rest.get(index).map(value::map).unwrap_or_default()
+    }
+
+    /// The error for a tag the caller does not expect.
+    pub fn unknown(&self) -> RedisError {
+        RedisError::Unexpected(format!("script replied with unknown tag `{}`", self.tag))
+    }
+
+    fn unexpected(&self, index: usize) -> RedisError {
+        RedisError::Unexpected(format!("`{}` reply lacks item {index}", self.tag))
     }
 }
 

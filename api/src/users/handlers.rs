@@ -5,7 +5,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use super::model::{AdminUpdateUserRequest, Role, UpdateMeRequest, User};
-use super::store::EndSessions;
+use super::store::{EndSessions, UserChanges};
 use crate::auth::{Admin, Caller};
 use crate::body::Body;
 use crate::error::{ApiError, Code};
@@ -57,44 +57,59 @@ pub async fn update_me(
         password,
         current_password,
     } = body.into_inner();
-    let mut fields = Vec::new();
-    if let Some(name) = name {
-        fields.push(("name", name.trim().to_owned()));
-    }
-    let mut end = EndSessions::None;
+    let mut changes = UserChanges {
+        name: name.map(|name| name.trim().to_owned()),
+        ..UserChanges::default()
+    };
     if let Some(password) = password {
-        let current = current_password.ok_or_else(|| {
-            ApiError::invalid_field(
-                "current_password",
-                "required",
-                "is required to change the password",
-            )
-        })?;
-        let stored = state
-            .users()
-            .get(caller.user_id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
-        if !state
-            .passwords
-            .verify(current, Some(stored.password_hash))
-            .await?
-        {
-            return Err(ApiError::invalid_field(
-                "current_password",
-                "mismatch",
-                "is not the current password",
-            ));
-        }
-        fields.push(("password_hash", state.passwords.hash(password).await?));
-        end = EndSessions::AllBut(caller.session_id);
+        changes.password_hash =
+            Some(new_password_hash(&state, &caller, current_password, password).await?);
+        changes.end_sessions = EndSessions::AllBut(caller.session_id);
     }
     let updated = state
         .users()
-        .update(caller.user_id, &fields, end)
+        .update(caller.user_id, &changes)
         .await?
-        .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+        .ok_or_else(user_not_found)?;
     Ok(web::Json(updated.user))
+}
+
+/// The hash of `password`, once `current` is shown to be the caller's
+/// password (422 otherwise: a password change needs it).
+async fn new_password_hash(
+    state: &AppState,
+    caller: &Caller,
+    current: Option<String>,
+    password: String,
+) -> Result<String, ApiError> {
+    let current = current.ok_or_else(|| {
+        ApiError::invalid_field(
+            "current_password",
+            "required",
+            "is required to change the password",
+        )
+    })?;
+    let stored = state
+        .users()
+        .get(caller.user_id)
+        .await?
+        .ok_or_else(user_not_found)?;
+    if !state
+        .passwords
+        .verify(current, Some(stored.password_hash))
+        .await?
+    {
+        return Err(ApiError::invalid_field(
+            "current_password",
+            "mismatch",
+            "is not the current password",
+        ));
+    }
+    state.passwords.hash(password).await
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::NotFound("user not found".to_owned())
 }
 
 /// All users, oldest first (admin).
@@ -137,11 +152,7 @@ pub async fn get(
     _admin: Admin,
     id: web::Path<Uuid>,
 ) -> Result<web::Json<User>, ApiError> {
-    let stored = state
-        .users()
-        .get(*id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+    let stored = state.users().get(*id).await?.ok_or_else(user_not_found)?;
     Ok(web::Json(stored.user))
 }
 
@@ -175,21 +186,21 @@ pub async fn update(
             "admins cannot demote or disable themselves",
         ));
     }
-    let mut fields = Vec::new();
-    if let Some(role) = role {
-        fields.push(("role", role.as_str().to_owned()));
-    }
-    let mut end = EndSessions::None;
-    if let Some(disabled) = disabled {
-        fields.push(("disabled", if disabled { "1" } else { "0" }.to_owned()));
-        if disabled {
-            end = EndSessions::All;
-        }
-    }
+    let changes = UserChanges {
+        role,
+        disabled,
+        // Disabling ends every session at once.
+        end_sessions: if disabled == Some(true) {
+            EndSessions::All
+        } else {
+            EndSessions::None
+        },
+        ..UserChanges::default()
+    };
     let updated = state
         .users()
-        .update(id, &fields, end)
+        .update(id, &changes)
         .await?
-        .ok_or_else(|| ApiError::NotFound("user not found".to_owned()))?;
+        .ok_or_else(user_not_found)?;
     Ok(web::Json(updated.user))
 }

@@ -1,7 +1,5 @@
 //! Users as clients see them, and the request bodies that change them.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 use utoipa::ToSchema;
@@ -9,7 +7,6 @@ use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
 use crate::config::{PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
-use crate::redis::{RedisError, value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -53,24 +50,6 @@ pub struct User {
 pub struct StoredUser {
     pub user: User,
     pub password_hash: String,
-}
-
-impl StoredUser {
-    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, RedisError> {
-        Ok(Self {
-            user: User {
-                id: value::parse(fields, "id")?,
-                email: value::field(fields, "email")?.to_owned(),
-                name: value::field(fields, "name")?.to_owned(),
-                role: Role::parse(value::field(fields, "role")?).ok_or_else(|| {
-                    RedisError::Unexpected("stored user has an unknown role".to_owned())
-                })?,
-                disabled: value::field(fields, "disabled")? == "1",
-                created_at: value::field(fields, "created_at")?.to_owned(),
-            },
-            password_hash: value::field(fields, "password_hash")?.to_owned(),
-        })
-    }
 }
 
 /// Trims and lower-cases an email so that `Ann@Example.com ` and

@@ -1,4 +1,7 @@
-//! Users in Redis: a hash per user, a unique email index and a creation index.
+//! Users in Redis: a hash per user (its layout is `from_fields` here, the
+//! fields `register.lua` writes), a unique email index and a creation index.
+
+use std::collections::HashMap;
 
 use redis::Value;
 use uuid::Uuid;
@@ -7,9 +10,50 @@ use super::model::{Role, StoredUser, User};
 use crate::redis::keys::{self, Keys};
 use crate::redis::{Redis, RedisError, scripts, value};
 
+/// What registering did.
+#[derive(Debug)]
+pub enum RegisterOutcome {
+    Created(User),
+    /// An account with this email exists.
+    EmailTaken,
+}
+
+/// What an update of a user changes; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    /// An argon2id hash, already computed.
+    pub password_hash: Option<String>,
+    /// The sessions that end with the change.
+    pub end_sessions: EndSessions,
+}
+
+impl UserChanges {
+    /// The hash fields to set, as `from_fields` reads them.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = Vec::new();
+        if let Some(name) = &self.name {
+            fields.push(("name", name.clone()));
+        }
+        if let Some(role) = self.role {
+            fields.push(("role", role.as_str().to_owned()));
+        }
+        if let Some(disabled) = self.disabled {
+            fields.push(("disabled", if disabled { "1" } else { "0" }.to_owned()));
+        }
+        if let Some(hash) = &self.password_hash {
+            fields.push(("password_hash", hash.clone()));
+        }
+        fields
+    }
+}
+
 /// Which sessions an update ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EndSessions {
+    #[default]
     None,
     All,
     AllBut(Uuid),
@@ -31,8 +75,8 @@ pub struct NewUser<'a> {
 }
 
 impl UserStore<'_> {
-    /// Creates the user, or returns the id of the user that holds the email.
-    pub async fn create(&self, new: NewUser<'_>) -> Result<Result<User, Uuid>, RedisError> {
+    /// Creates the user unless the email is taken.
+    pub async fn create(&self, new: NewUser<'_>) -> Result<RegisterOutcome, RedisError> {
         let id = Uuid::new_v4();
         let now = chrono::Utc::now();
         let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -55,7 +99,7 @@ impl UserStore<'_> {
         );
         let (reply,): (Vec<Value>,) = self.redis.write("register", &pipe).await?;
         match reply.as_slice() {
-            [Value::Int(1)] => Ok(Ok(User {
+            [Value::Int(1)] => Ok(RegisterOutcome::Created(User {
                 id,
                 email: new.email.to_owned(),
                 name: new.name.to_owned(),
@@ -63,12 +107,7 @@ impl UserStore<'_> {
                 disabled: false,
                 created_at,
             })),
-            [Value::Int(0), existing] => value::text(existing)
-                .and_then(|id| id.parse().ok())
-                .map(Err)
-                .ok_or_else(|| {
-                    RedisError::Unexpected("email index holds an invalid id".to_owned())
-                }),
+            [Value::Int(0), _] => Ok(RegisterOutcome::EmailTaken),
             _ => Err(RedisError::Unexpected(
                 "register script: unexpected reply".to_owned(),
             )),
@@ -79,12 +118,11 @@ impl UserStore<'_> {
     pub async fn get(&self, id: Uuid) -> Result<Option<StoredUser>, RedisError> {
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(self.keys.user(id));
-        let (fields,): (std::collections::HashMap<String, String>,) =
-            self.redis.read("user_get", &pipe).await?;
+        let (fields,): (HashMap<String, String>,) = self.redis.read("user_get", &pipe).await?;
         if fields.is_empty() {
             Ok(None)
         } else {
-            StoredUser::from_fields(&fields).map(Some)
+            from_fields(&fields).map(Some)
         }
     }
 
@@ -123,7 +161,7 @@ impl UserStore<'_> {
                 .ok_or_else(|| RedisError::Unexpected("bad users index member".to_owned()))?;
             pipe.cmd("HGETALL").arg(self.keys.user(id));
         }
-        let records: Vec<std::collections::HashMap<String, String>> = if members.is_empty() {
+        let records: Vec<HashMap<String, String>> = if members.is_empty() {
             Vec::new()
         } else {
             self.redis.read("users_list", &pipe).await?
@@ -131,20 +169,20 @@ impl UserStore<'_> {
         let users = records
             .iter()
             .filter(|fields| !fields.is_empty())
-            .map(|fields| StoredUser::from_fields(fields).map(|stored| stored.user))
+            .map(|fields| from_fields(fields).map(|stored| stored.user))
             .collect::<Result<Vec<_>, _>>()?;
         let next = if more { members.last().cloned() } else { None };
         Ok((users, next))
     }
 
-    /// Sets `fields` and ends sessions as asked, atomically. `None` if no such user.
+    /// Applies `changes` and ends sessions as they say, atomically. `None`
+    /// if there is no such user.
     pub async fn update(
         &self,
         id: Uuid,
-        fields: &[(&str, String)],
-        end: EndSessions,
+        changes: &UserChanges,
     ) -> Result<Option<StoredUser>, RedisError> {
-        let (mode, keep) = match end {
+        let (mode, keep) = match changes.end_sessions {
             EndSessions::None => ("none", String::new()),
             EndSessions::All => ("all", String::new()),
             EndSessions::AllBut(session) => ("others", session.to_string()),
@@ -152,17 +190,33 @@ impl UserStore<'_> {
         let mut call =
             scripts::UPDATE_USER.call(&[self.keys.user(id), self.keys.user_sessions(id)]);
         call.arg(self.keys.session_prefix()).arg(mode).arg(keep);
-        for (field, value) in fields {
-            call.arg(*field).arg(value);
+        for (field, value) in changes.fields() {
+            call.arg(field).arg(value);
         }
         let mut pipe = redis::pipe();
         pipe.add_command(call);
-        let (fields,): (std::collections::HashMap<String, String>,) =
-            self.redis.write("user_update", &pipe).await?;
+        let (fields,): (HashMap<String, String>,) = self.redis.write("user_update", &pipe).await?;
         if fields.is_empty() {
             Ok(None)
         } else {
-            StoredUser::from_fields(&fields).map(Some)
+            from_fields(&fields).map(Some)
         }
     }
+}
+
+/// A user and its password hash from the user's hash.
+fn from_fields(fields: &HashMap<String, String>) -> Result<StoredUser, RedisError> {
+    Ok(StoredUser {
+        user: User {
+            id: value::parse(fields, "id")?,
+            email: value::field(fields, "email")?.to_owned(),
+            name: value::field(fields, "name")?.to_owned(),
+            role: Role::parse(value::field(fields, "role")?).ok_or_else(|| {
+                RedisError::Unexpected("stored user has an unknown role".to_owned())
+            })?,
+            disabled: value::field(fields, "disabled")? == "1",
+            created_at: value::field(fields, "created_at")?.to_owned(),
+        },
+        password_hash: value::field(fields, "password_hash")?.to_owned(),
+    })
 }

@@ -7,14 +7,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{catalog, header, id_of, new_key, order, stock_of};
-
-async fn admin_stack() -> (TestStack, Api, Session) {
-    let stack = TestStack::start().await;
-    let api = stack.api(0);
-    let admin = stack.admin().await;
-    (stack, api, admin)
-}
+use crate::support::{admin_stack, catalog, header, id_of, new_key, order, stock_of};
 
 fn post_product(api: &Api, admin: &Session) -> RequestBuilder {
     api.raw(Method::POST, "/api/v1/products")

@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 
-use evergreen_tests::app::TestStack;
-use evergreen_tests::client::{Api, Session, expect, expect_problem};
+use evergreen_tests::client::{Api, expect, expect_problem};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::support::{
-    catalog, catalog_from, create_product, header, id_of, ids, new_key, order, stock_of,
+    admin_stack, catalog, catalog_from, create_product, header, id_of, ids, new_key, order,
+    stock_of,
 };
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
@@ -39,13 +39,6 @@ async fn product_with_etag(api: &Api, id: &str) -> (Value, String) {
     let response = api.get_product(id).await;
     let etag = header(&response, "etag").expect("GET answers with an ETag");
     (expect(response, StatusCode::OK).await, etag)
-}
-
-async fn admin_stack() -> (TestStack, Api, Session) {
-    let stack = TestStack::start().await;
-    let api = stack.api(0);
-    let admin = stack.admin().await;
-    (stack, api, admin)
 }
 
 #[tokio::test]
@@ -494,6 +487,18 @@ async fn a_patch_needs_the_current_etag_in_if_match() {
     let malformed = api
         .update_product(token, &id, Some("version-1"), &json!({"name": "Bad"}))
         .await;
+    // Well-formed entity tags that are not the current version (RFC 9110): 412.
+    let not_ours = api
+        .update_product(token, &id, Some("\"stale\""), &json!({"name": "Bad"}))
+        .await;
+    let weak = api
+        .update_product(
+            token,
+            &id,
+            Some(&format!("W/{etag}")),
+            &json!({"name": "Bad"}),
+        )
+        .await;
     let empty = api
         .update_product(token, &id, Some(&etag), &json!({}))
         .await;
@@ -518,6 +523,14 @@ async fn a_patch_needs_the_current_etag_in_if_match() {
     )
     .await;
     expect_problem(malformed, StatusCode::BAD_REQUEST, "invalid_if_match").await;
+    for precondition in [not_ours, weak] {
+        expect_problem(
+            precondition,
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+        )
+        .await;
+    }
     // `{}` changes nothing (schemathesis_findings has the whole story).
     assert_eq!(expect(empty, StatusCode::OK).await["name"], "Original");
     expect_problem(stock, StatusCode::BAD_REQUEST, "invalid_body").await;

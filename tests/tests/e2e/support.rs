@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{Api, Session, expect};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -98,6 +99,14 @@ pub async fn catalog_from(api: &Api, query: &str, cursor: &str) -> Vec<String> {
     .await
 }
 
+/// Redis HA, one API instance, and its bootstrap admin signed in.
+pub async fn admin_stack() -> (TestStack, Api, Session) {
+    let stack = TestStack::start().await;
+    let api = stack.api(0);
+    let admin = stack.admin().await;
+    (stack, api, admin)
+}
+
 /// The stock of a product as the API reports it.
 pub async fn stock_of(api: &Api, product_id: &str) -> i64 {
     let product = expect(api.get_product(product_id).await, StatusCode::OK).await;
@@ -106,21 +115,10 @@ pub async fn stock_of(api: &Api, product_id: &str) -> i64 {
         .unwrap_or_else(|| panic!("no stock in {product}"))
 }
 
-/// Creates a product with the given fields over the defaults of a valid one.
+/// A test product with `fields` overriding the defaults (see
+/// [`Api::new_product_with`]).
 pub async fn create_product(api: &Api, admin: &Session, fields: Value) -> Value {
-    let sku = format!("SKU-{}", Uuid::new_v4().simple());
-    let mut body = json!({
-        "sku": sku, "name": format!("Product {sku}"), "description": "A test product",
-        "price_cents": 1000, "currency": "USD", "stock": 10, "category": "test",
-    });
-    for (key, value) in fields.as_object().expect("fields are an object") {
-        body[key] = value.clone();
-    }
-    expect(
-        api.create_product(&admin.access_token, &body).await,
-        StatusCode::CREATED,
-    )
-    .await
+    api.new_product_with(admin, fields).await
 }
 
 /// The body of an order of `(product id, quantity)` lines.

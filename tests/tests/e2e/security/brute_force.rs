@@ -9,6 +9,7 @@ use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, TestStack};
 use evergreen_tests::client::{Api, expect, expect_problem};
 use evergreen_tests::gateway::Gateway;
 use evergreen_tests::redis_ha::RedisHaOptions;
+use evergreen_tests::wait;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -111,22 +112,43 @@ async fn an_account_lock_ends_by_itself_grows_with_each_failure_and_is_capped() 
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(retry_after(&locked), 1);
     // After the lock, one more failure locks for 2 s (doubled).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    lock_ended(&stack, &customer.email).await;
     expect(wrong(&api).await, StatusCode::UNAUTHORIZED).await;
     let doubled = api.login(&customer.email, &customer.password).await;
     assert_eq!(doubled.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(retry_after(&doubled), 2);
     // And one more stays at the 2 s cap instead of 4 s.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    lock_ended(&stack, &customer.email).await;
     expect(wrong(&api).await, StatusCode::UNAUTHORIZED).await;
     let capped = api.login(&customer.email, &customer.password).await;
     assert_eq!(capped.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(retry_after(&capped), 2);
     // The owner gets in once the lock ends, and that forgives the failures.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    lock_ended(&stack, &customer.email).await;
     api.login_ok(&customer.email, &customer.password).await;
     expect(wrong(&api).await, StatusCode::UNAUTHORIZED).await;
     api.login_ok(&customer.email, &customer.password).await;
+}
+
+/// Waits (polling the lock's key, which no attempt touches) until the
+/// account's lock has expired.
+async fn lock_ended(stack: &TestStack, email: &str) {
+    let keys = evergreen_api::redis::Keys::new(stack.key_prefix.clone());
+    let key = keys.login_lock(email);
+    let master = stack.redis.master_port().await;
+    let connection = stack.redis.connection(master).await;
+    wait::until("the account lock to end", Duration::from_secs(10), || {
+        let (key, mut connection) = (key.clone(), connection.clone());
+        async move {
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| e.to_string())?;
+            (pttl == -2).then_some(()).ok_or(format!("{pttl} ms left"))
+        }
+    })
+    .await;
 }
 
 fn median(samples: &mut [f64]) -> f64 {

@@ -1,25 +1,20 @@
-//! Each Lua script in `api/lua/`, called directly on the master with the KEYS
-//! and ARGV its header documents, checking the documented reply and the
-//! invariant it keeps. No API instance runs: only Redis and the script.
+//! Each Lua script of the API (`scripts::all()`, the files in `api/lua/`),
+//! called directly on the master with the KEYS and ARGV its header documents,
+//! checking the documented reply and the invariant it keeps. No API instance
+//! runs: only Redis and the script.
 
 use std::collections::HashMap;
 
 use evergreen_api::redis::keys::{self, Keys, ProductOrder};
+use evergreen_api::redis::scripts::{
+    self, ARCHIVE_PRODUCT, CANCEL, CREATE_PRODUCT, PURCHASE, REFRESH_SESSION, REGISTER,
+    STOCK_DELTA, Script, UPDATE_PRODUCT, UPDATE_USER,
+};
 use evergreen_api::redis::value;
 use evergreen_tests::app::TestStack;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
-
-const REGISTER: &str = include_str!("../../../api/lua/register.lua");
-const REFRESH_SESSION: &str = include_str!("../../../api/lua/refresh_session.lua");
-const UPDATE_USER: &str = include_str!("../../../api/lua/update_user.lua");
-const CREATE_PRODUCT: &str = include_str!("../../../api/lua/create_product.lua");
-const UPDATE_PRODUCT: &str = include_str!("../../../api/lua/update_product.lua");
-const ARCHIVE_PRODUCT: &str = include_str!("../../../api/lua/archive_product.lua");
-const STOCK_DELTA: &str = include_str!("../../../api/lua/stock_delta.lua");
-const PURCHASE: &str = include_str!("../../../api/lua/purchase.lua");
-const CANCEL: &str = include_str!("../../../api/lua/cancel.lua");
 
 /// Redis only, a connection to its master, and the key builder of the API.
 struct Lab {
@@ -43,15 +38,11 @@ impl Lab {
         }
     }
 
-    /// `SCRIPT LOAD` then `EVALSHA`, as the API calls scripts. Also checks the
-    /// header documents what the call relies on.
-    async fn run(&mut self, source: &str, keys: &[String], args: &[String]) -> Value {
-        for part in ["-- KEYS[1]", "-- ARGV[1]", "-- Returns", "Invariant"] {
-            assert!(source.contains(part), "the script header lacks `{part}`");
-        }
+    /// `SCRIPT LOAD` then `EVALSHA`, as the API calls scripts.
+    async fn run(&mut self, script: &Script, keys: &[String], args: &[String]) -> Value {
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(source)
+            .arg(script.source())
             .query_async(&mut self.redis)
             .await
             .expect("the script loads");
@@ -160,7 +151,7 @@ impl Lab {
             args.push(field.to_owned());
             args.push(value);
         }
-        self.run(CREATE_PRODUCT, &keys, &args).await
+        self.run(&CREATE_PRODUCT, &keys, &args).await
     }
 }
 
@@ -181,6 +172,39 @@ fn texts(values: &[Value]) -> Vec<String> {
         .iter()
         .map(|v| value::text(v).expect("text"))
         .collect()
+}
+
+/// Every script the API loads says what it takes, returns and keeps, and is
+/// exactly a file of `api/lua/` (nothing is loaded that is not in the repo).
+#[test]
+fn every_script_documents_its_keys_argv_reply_and_invariant() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/lua");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("api/lua")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    let mut loaded: Vec<String> = scripts::all()
+        .iter()
+        .map(|script| format!("{}.lua", script.name))
+        .collect();
+    loaded.sort();
+    assert_eq!(loaded, files, "scripts::all() and api/lua/ differ");
+    for script in scripts::all() {
+        for part in ["-- KEYS[1]", "-- ARGV[1]", "-- Returns", "Invariant"] {
+            assert!(
+                script.source().contains(part),
+                "{}.lua: the header lacks `{part}`",
+                script.name
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -206,9 +230,9 @@ async fn register_lua_creates_a_user_once_per_email() {
 
     // Act
     let (k, a) = call(first, &lab.keys);
-    let created = lab.run(REGISTER, &k, &a).await;
+    let created = lab.run(&REGISTER, &k, &a).await;
     let (k, a) = call(second, &lab.keys);
-    let refused = lab.run(REGISTER, &k, &a).await;
+    let refused = lab.run(&REGISTER, &k, &a).await;
 
     // Assert
     assert_eq!(created, Value::Array(vec![Value::Int(1)]));
@@ -256,11 +280,11 @@ async fn refresh_session_lua_rotates_once_replays_a_retry_and_revokes_the_sessio
     // Act
     let before = chrono::Utc::now().timestamp_millis();
     let rotated = lab
-        .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
+        .run(&REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
         .await;
     // A retry: the same token and so the same successor, within the interval.
     let retried = lab
-        .run(REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
+        .run(&REFRESH_SESSION, &keys, &args("hash-1", "hash-2"))
         .await;
     let after_rotation = lab.hash(&key).await;
     let ttl: i64 = redis::cmd("TTL")
@@ -281,14 +305,14 @@ async fn refresh_session_lua_rotates_once_replays_a_retry_and_revokes_the_sessio
     // The same token once the interval is over (an interval of 0: always).
     let reused = lab
         .run(
-            REFRESH_SESSION,
+            &REFRESH_SESSION,
             &keys,
             &args_within("hash-1", "hash-2", "0"),
         )
         .await;
     let gone = !lab.exists(&key).await;
     let missing = lab
-        .run(REFRESH_SESSION, &keys, &args("hash-2", "hash-4"))
+        .run(&REFRESH_SESSION, &keys, &args("hash-2", "hash-4"))
         .await;
 
     // Assert
@@ -371,7 +395,7 @@ async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
     // Act: a password change keeps the caller's session only.
     let others = lab
         .run(
-            UPDATE_USER,
+            &UPDATE_USER,
             &keys,
             &strings(&[&prefix, "others", &sessions[1].to_string(), "name", "Ann B"]),
         )
@@ -386,7 +410,7 @@ async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
     // Then a disable ends all of them.
     let all = lab
         .run(
-            UPDATE_USER,
+            &UPDATE_USER,
             &keys,
             &strings(&[&prefix, "all", "", "disabled", "1"]),
         )
@@ -395,7 +419,7 @@ async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
     let missing_key = lab.keys.user(Uuid::new_v4());
     let missing = lab
         .run(
-            UPDATE_USER,
+            &UPDATE_USER,
             &[missing_key.clone(), set_key.clone()],
             &strings(&[&prefix, "none", "", "name", "Ghost"]),
         )
@@ -493,11 +517,11 @@ async fn update_product_lua_refuses_a_stale_version_and_moves_the_indexes() {
     };
 
     // Act
-    let updated = lab.run(UPDATE_PRODUCT, &keys, &args("1")).await;
-    let stale = lab.run(UPDATE_PRODUCT, &keys, &args("1")).await;
+    let updated = lab.run(&UPDATE_PRODUCT, &keys, &args("1")).await;
+    let stale = lab.run(&UPDATE_PRODUCT, &keys, &args("1")).await;
     let mut missing_keys = keys.clone();
     missing_keys[0] = lab.keys.product(Uuid::new_v4());
-    let missing = lab.run(UPDATE_PRODUCT, &missing_keys, &args("1")).await;
+    let missing = lab.run(&UPDATE_PRODUCT, &missing_keys, &args("1")).await;
 
     // Assert
     let (tag, rest) = tagged(updated);
@@ -540,7 +564,7 @@ async fn update_product_lua_refuses_a_stale_version_and_moves_the_indexes() {
         .await
         .expect("HSET");
     assert_eq!(
-        tagged(lab.run(UPDATE_PRODUCT, &keys, &args("2")).await).0,
+        tagged(lab.run(&UPDATE_PRODUCT, &keys, &args("2")).await).0,
         "archived"
     );
 }
@@ -567,13 +591,13 @@ async fn archive_product_lua_removes_the_product_from_every_index_once() {
     };
 
     // Act
-    let stale = lab.run(ARCHIVE_PRODUCT, &keys, &args("7")).await;
+    let stale = lab.run(&ARCHIVE_PRODUCT, &keys, &args("7")).await;
     let still_listed = lab.members(&keys[1]).await.len();
-    let archived = lab.run(ARCHIVE_PRODUCT, &keys, &args("1")).await;
-    let again = lab.run(ARCHIVE_PRODUCT, &keys, &args("2")).await;
+    let archived = lab.run(&ARCHIVE_PRODUCT, &keys, &args("1")).await;
+    let again = lab.run(&ARCHIVE_PRODUCT, &keys, &args("2")).await;
     let mut missing_keys = keys.clone();
     missing_keys[0] = lab.keys.product(Uuid::new_v4());
-    let missing = lab.run(ARCHIVE_PRODUCT, &missing_keys, &args("1")).await;
+    let missing = lab.run(&ARCHIVE_PRODUCT, &missing_keys, &args("1")).await;
 
     // Assert
     let (tag, rest) = tagged(stale);
@@ -631,13 +655,13 @@ async fn stock_delta_lua_never_goes_below_zero_nor_above_the_maximum_and_applies
     };
 
     // Act + Assert
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keyed("a"), &delta("3")).await);
+    let (tag, rest) = tagged(lab.run(&STOCK_DELTA, &keyed("a"), &delta("3")).await);
     assert_eq!(
         (tag.as_str(), value::map(&rest[0])["stock"].as_str()),
         ("ok", "8")
     );
     let first = value::map(&rest[0]);
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &keyed("a"), &delta("3")).await);
+    let (tag, rest) = tagged(lab.run(&STOCK_DELTA, &keyed("a"), &delta("3")).await);
     assert_eq!(
         (tag.as_str(), value::map(&rest[0])),
         ("replayed", first),
@@ -645,28 +669,28 @@ async fn stock_delta_lua_never_goes_below_zero_nor_above_the_maximum_and_applies
     );
     assert_eq!(lab.stock(id).await, 8);
     assert_eq!(
-        tagged(lab.run(STOCK_DELTA, &keyed("a"), &delta("2")).await).0,
+        tagged(lab.run(&STOCK_DELTA, &keyed("a"), &delta("2")).await).0,
         "key_reused"
     );
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &fresh(), &delta("-9")).await);
+    let (tag, rest) = tagged(lab.run(&STOCK_DELTA, &fresh(), &delta("-9")).await);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
         ("insufficient", vec!["8".to_owned()])
     );
     assert_eq!(lab.stock(id).await, 8);
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &fresh(), &delta("3")).await);
+    let (tag, rest) = tagged(lab.run(&STOCK_DELTA, &fresh(), &delta("3")).await);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
         ("too_large", vec!["8".to_owned()])
     );
     assert_eq!(lab.stock(id).await, 8);
-    let (tag, rest) = tagged(lab.run(STOCK_DELTA, &fresh(), &delta("-8")).await);
+    let (tag, rest) = tagged(lab.run(&STOCK_DELTA, &fresh(), &delta("-8")).await);
     assert_eq!(
         (tag.as_str(), value::map(&rest[0])["stock"].as_str()),
         ("ok", "0")
     );
     assert_eq!(
-        tagged(lab.run(STOCK_DELTA, &fresh(), &delta("-1")).await).0,
+        tagged(lab.run(&STOCK_DELTA, &fresh(), &delta("-1")).await).0,
         "insufficient"
     );
     assert_eq!(lab.stock(id).await, 0);
@@ -675,7 +699,7 @@ async fn stock_delta_lua_never_goes_below_zero_nor_above_the_maximum_and_applies
         keys.stock_idempotency(admin, "m"),
     ];
     assert_eq!(
-        tagged(lab.run(STOCK_DELTA, &missing, &delta("1")).await).0,
+        tagged(lab.run(&STOCK_DELTA, &missing, &delta("1")).await).0,
         "missing"
     );
     assert!(
@@ -744,7 +768,7 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         refused_id,
         &[(tea, 2), (cup, 2)],
     );
-    let refused = lab.run(PURCHASE, &k, &a).await;
+    let refused = lab.run(&PURCHASE, &k, &a).await;
 
     // Assert: refused, naming the line, and nothing written at all.
     let (tag, rest) = tagged(refused);
@@ -767,7 +791,7 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         bought_id,
         &[(tea, 2), (cup, 1)],
     );
-    let created = lab.run(PURCHASE, &k, &a).await;
+    let created = lab.run(&PURCHASE, &k, &a).await;
 
     // Assert
     let (tag, rest) = tagged(created);
@@ -804,7 +828,7 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         replay_id,
         &[(tea, 2), (cup, 1)],
     );
-    assert_eq!(tagged(lab.run(PURCHASE, &k, &a).await).0, "in_flight");
+    assert_eq!(tagged(lab.run(&PURCHASE, &k, &a).await).0, "in_flight");
     let (k, a) = purchase_call(
         &lab,
         user,
@@ -814,13 +838,13 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         replay_id,
         &[(tea, 2), (cup, 1)],
     );
-    let (tag, rest) = tagged(lab.run(PURCHASE, &k, &a).await);
+    let (tag, rest) = tagged(lab.run(&PURCHASE, &k, &a).await);
     assert_eq!(
         (tag.as_str(), value::map(&rest[0])["id"].clone()),
         ("replayed", bought_id.to_string())
     );
     let (k, a) = purchase_call(&lab, user, "key-1", "fp-3", 20_000, replay_id, &[(tea, 1)]);
-    assert_eq!(tagged(lab.run(PURCHASE, &k, &a).await).0, "key_reused");
+    assert_eq!(tagged(lab.run(&PURCHASE, &k, &a).await).0, "key_reused");
     assert!(!lab.exists(&lab.keys.purchase(replay_id)).await);
     assert_eq!(
         (lab.stock(tea).await, lab.stock(cup).await),
@@ -839,7 +863,7 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         Uuid::new_v4(),
         &[(tea, 1), (ghost, 1)],
     );
-    let (tag, rest) = tagged(lab.run(PURCHASE, &k, &a).await);
+    let (tag, rest) = tagged(lab.run(&PURCHASE, &k, &a).await);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
         ("not_found", vec![ghost.to_string()])
@@ -860,7 +884,7 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         Uuid::new_v4(),
         &[(tea, 1)],
     );
-    let (tag, rest) = tagged(lab.run(PURCHASE, &k, &a).await);
+    let (tag, rest) = tagged(lab.run(&PURCHASE, &k, &a).await);
     assert_eq!(
         (tag.as_str(), texts(&rest)),
         ("archived", vec![tea.to_string()])
@@ -886,7 +910,7 @@ async fn cancel_lua_restocks_exactly_once_and_replays_to_the_session_that_cancel
         purchase,
         &[(tea, 3), (cup, 1)],
     );
-    assert_eq!(tagged(lab.run(PURCHASE, &k, &a).await).0, "created");
+    assert_eq!(tagged(lab.run(&PURCHASE, &k, &a).await).0, "created");
     let items: Vec<serde_json::Value> =
         serde_json::from_str(&lab.field(&k[1], "items").await.expect("items")).expect("JSON items");
     let mut keys = vec![lab.keys.purchase(purchase)];
@@ -905,13 +929,13 @@ async fn cancel_lua_restocks_exactly_once_and_replays_to_the_session_that_cancel
     // Act
     let mut wrong = keys.clone();
     wrong.swap(1, 2);
-    let mismatch = lab.run(CANCEL, &wrong, &at).await;
-    let first = lab.run(CANCEL, &keys, &at).await;
-    let retried = lab.run(CANCEL, &keys, &at).await;
-    let second = lab.run(CANCEL, &keys, &elsewhere).await;
+    let mismatch = lab.run(&CANCEL, &wrong, &at).await;
+    let first = lab.run(&CANCEL, &keys, &at).await;
+    let retried = lab.run(&CANCEL, &keys, &at).await;
+    let second = lab.run(&CANCEL, &keys, &elsewhere).await;
     let missing = lab
         .run(
-            CANCEL,
+            &CANCEL,
             &[lab.keys.purchase(Uuid::new_v4()), keys[1].clone()],
             &at,
         )
