@@ -172,6 +172,18 @@ pub struct StoreSettings {
     pub idempotency_in_flight_secs: u64,
 }
 
+/// The variables that name a setting: `EVERGREEN_<SECTION>__<KEY>`. Other
+/// `EVERGREEN_*` variables are not settings (`EVERGREEN_CONFIG`, the compose
+/// image tag `EVERGREEN_VERSION` that `.env` holds) and would otherwise be
+/// refused as unknown fields.
+fn setting_variables(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter(|(name, _)| {
+        name.strip_prefix("EVERGREEN_")
+            .is_some_and(|rest| rest.contains("__"))
+    })
+    .collect()
+}
+
 /// Every problem found in the configuration, one per line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -182,10 +194,15 @@ pub enum ConfigError {
 }
 
 impl Settings {
-    /// Defaults, then the file named by `EVERGREEN_CONFIG` if set, then the environment.
+    /// Defaults, then the file named by `EVERGREEN_CONFIG` if set, then the
+    /// environment's `EVERGREEN_<SECTION>__<KEY>` variables.
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var("EVERGREEN_CONFIG").ok();
-        Self::load_from(file.as_deref(), Environment::with_prefix("EVERGREEN"))
+        let settings = setting_variables(std::env::vars());
+        Self::load_from(
+            file.as_deref(),
+            Environment::with_prefix("EVERGREEN").source(Some(settings)),
+        )
     }
 
     /// Loads from the defaults and explicit overrides; tests use this with their own values.
@@ -341,6 +358,26 @@ mod tests {
         ] {
             assert!(message.contains(field), "{field} missing from {message}");
         }
+    }
+
+    /// `.env` (compose's file, which `scripts/run-local` loads) holds
+    /// `EVERGREEN_VERSION`, the image tag: not a setting, so not an error.
+    #[test]
+    fn only_section_variables_are_settings() {
+        let vars = [
+            ("EVERGREEN_VERSION", "latest"),
+            ("EVERGREEN_CONFIG", "/etc/evergreen.toml"),
+            ("EVERGREEN_AUTH__JWT_SECRET", GOOD_SECRET),
+            ("PATH", "/usr/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let settings = setting_variables(vars.into_iter());
+        assert_eq!(
+            settings.keys().collect::<Vec<_>>(),
+            ["EVERGREEN_AUTH__JWT_SECRET"]
+        );
+        let env = Environment::with_prefix("EVERGREEN").source(Some(settings));
+        assert!(Settings::load_from(None, env).is_ok());
     }
 
     #[test]

@@ -236,8 +236,13 @@ impl Api {
     }
 
     pub async fn login_ok(&self, email: &str, password: &str) -> Session {
-        let body = expect(self.login(email, password).await, StatusCode::OK).await;
-        let access_token = body["access_token"]
+        let tokens = expect(self.login(email, password).await, StatusCode::OK).await;
+        self.session(email, password, &tokens).await
+    }
+
+    /// The session a sign-in answered with `tokens` (its user id from /users/me).
+    pub async fn session(&self, email: &str, password: &str, tokens: &Value) -> Session {
+        let access_token = tokens["access_token"]
             .as_str()
             .expect("access_token")
             .to_owned();
@@ -250,7 +255,7 @@ impl Api {
             email: email.to_owned(),
             password: password.to_owned(),
             access_token,
-            refresh_token: body["refresh_token"]
+            refresh_token: tokens["refresh_token"]
                 .as_str()
                 .expect("refresh_token")
                 .to_owned(),

@@ -39,6 +39,12 @@ pub enum RedisError {
 }
 
 impl RedisError {
+    /// Whether another node could not do better: a bug, a full Redis, or an
+    /// instance cut off from all of them. A read stops trying at once.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Unexpected(_) | Self::OutOfMemory | Self::CutOff)
+    }
+
     /// Its `kind` label in `evergreen_redis_errors_total`
     /// ([`crate::metrics::REDIS_ERROR_KINDS`]).
     pub fn kind(&self) -> &'static str {

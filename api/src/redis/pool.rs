@@ -2,7 +2,9 @@
 //! the replicas (reads that tolerate replication lag), both following the
 //! Sentinel [`Watcher`].
 //!
-//! Guarantees, each needed by a failure seen in ../shared/FINDINGS.md:
+//! Guarantees, each needed by a failure measured with a stock Sentinel pool
+//! (deadpool-redis: 1,650 of 4,032 acknowledged writes lost when the pool sat
+//! idle through a failover, 2,029 of 7,331 in a graceful one):
 //! - a connection is tagged with the topology epoch it was made in and is never
 //!   handed out after the master (or the replica set) changed, so an idle pool
 //!   cannot write to a demoted master;
@@ -312,13 +314,7 @@ impl Redis {
                 let epochs = self.topology_epochs();
                 match self.read_once(op, pipe).await {
                     Ok(value) => return Ok(value),
-                    Err(
-                        error @ (RedisError::Unexpected(_)
-                        | RedisError::OutOfMemory
-                        | RedisError::CutOff),
-                    ) => {
-                        return Err(error);
-                    }
+                    Err(error) if error.is_final() => return Err(error),
                     // A failover switched the topology under this round (e.g.
                     // the replica set emptied, then the master fallback met the
                     // old, paused master): the failure says nothing about the
@@ -347,13 +343,7 @@ impl Redis {
         if self.read_from_replicas {
             match self.read_replicas(op, pipe).await {
                 Ok(value) => return Ok(value),
-                Err(
-                    error @ (RedisError::Unexpected(_)
-                    | RedisError::OutOfMemory
-                    | RedisError::CutOff),
-                ) => {
-                    return Err(error);
-                }
+                Err(error) if error.is_final() => return Err(error),
                 Err(_) => {}
             }
             self.metrics.replica_read_fallbacks.inc();
@@ -378,13 +368,7 @@ impl Redis {
                 .await
             {
                 Ok(value) => return Ok(value),
-                Err(
-                    error @ (RedisError::Unexpected(_)
-                    | RedisError::OutOfMemory
-                    | RedisError::CutOff),
-                ) => {
-                    return Err(error);
-                }
+                Err(error) if error.is_final() => return Err(error),
                 Err(error) => last_error = error,
             }
         }

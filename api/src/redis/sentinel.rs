@@ -2,11 +2,13 @@
 //! whether a master change is under way.
 //!
 //! The stock clients resolve the master once (with `SENTINEL MASTERS`, which lags
-//! during a failover) and keep a connection pinned to that address forever
-//! (../shared/FINDINGS.md). Here a watcher asks every Sentinel
-//! `SENTINEL GET-MASTER-ADDR-BY-NAME` several times a second, takes the answer of
-//! a majority, and publishes a [`Topology`] whose epochs let the pools drop every
-//! connection made before a change.
+//! `GET-MASTER-ADDR-BY-NAME` by 1-5 s during a failover) and keep a connection
+//! pinned to that address forever (redis-rs 1.8 `sentinel.rs`; nothing listens
+//! to `+switch-master`). Here a watcher asks every Sentinel
+//! `SENTINEL GET-MASTER-ADDR-BY-NAME` several times a second, follows the
+//! newest configuration once a majority answers, and publishes a
+//! [`Topology`] whose epochs let the pools drop every connection made before
+//! a change.
 
 use std::collections::HashMap;
 use std::fmt;

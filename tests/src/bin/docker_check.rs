@@ -153,24 +153,7 @@ async fn signed_in(api: &Api, email: &str, password: &str) -> Session {
         || async { unless_throttled(api.login(email, password).await, StatusCode::OK).await },
     )
     .await;
-    let access_token = tokens["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_owned();
-    let me = expect(api.me(&access_token).await, StatusCode::OK).await;
-    Session {
-        user_id: me["id"]
-            .as_str()
-            .and_then(|id| id.parse().ok())
-            .expect("user id"),
-        email: email.to_owned(),
-        password: password.to_owned(),
-        access_token,
-        refresh_token: tokens["refresh_token"]
-            .as_str()
-            .expect("refresh token")
-            .to_owned(),
-    }
+    api.session(email, password, &tokens).await
 }
 
 /// One container per service started, two for `api` (its default scale).

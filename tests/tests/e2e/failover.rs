@@ -1,6 +1,7 @@
-//! Redis failures under real traffic. Each test runs buyers and catalog readers
-//! against two API instances, breaks the Redis master in one of the ways of
-//! ../shared/FINDINGS.md, lets Sentinel heal it, and then checks that every
+//! Redis failures under real traffic. Each test runs buyers and readers against
+//! two API instances, breaks the Redis master in one of the ways that lost
+//! acknowledged writes with a stock Sentinel pool (paused with an idle pool,
+//! killed, a graceful failover), lets Sentinel heal it, and then checks that every
 //! purchase acknowledged with 201 is still there, that stock matches the
 //! purchases recorded, and that no request took longer than the bound.
 //! Each prints its measured write-unavailability window and the acknowledged
@@ -131,6 +132,40 @@ impl Scenario {
         })
         .await;
         traffic
+    }
+
+    /// Waits until Sentinel has promoted a replica in place of `old_master`
+    /// and a purchase has succeeded since `fault`; returns the new master.
+    pub(crate) async fn failed_over_from(
+        &self,
+        old_master: u16,
+        traffic: &Traffic,
+        fault: Duration,
+    ) -> u16 {
+        let new_master = self
+            .redis()
+            .wait_for_master_change(old_master, HEAL_DEADLINE)
+            .await;
+        self.wait_for_writes_after(traffic, fault).await;
+        new_master
+    }
+
+    /// Waits until the healed `old_master` replicates from `new_master`,
+    /// stops the traffic, and concludes.
+    pub(crate) async fn rejoined(
+        &self,
+        old_master: u16,
+        new_master: u16,
+        traffic: Traffic,
+        fault: Duration,
+        name: &str,
+    ) -> Report {
+        self.redis()
+            .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+            .await;
+        let report = traffic.finish().await;
+        self.conclude(name, &report, fault).await;
+        report
     }
 
     /// Verifies, prints the measured figures, and asserts the guarantees.
@@ -296,19 +331,11 @@ async fn pause_and_resume_the_master(scenario: &Scenario, name: &str) {
 
     let fault = traffic.now();
     scenario.redis().pause(old_master);
-    let new_master = scenario
-        .redis()
-        .wait_for_master_change(old_master, HEAL_DEADLINE)
-        .await;
-    scenario.wait_for_writes_after(&traffic, fault).await;
+    let new_master = scenario.failed_over_from(old_master, &traffic, fault).await;
     scenario.redis().resume(old_master);
     scenario
-        .redis()
-        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+        .rejoined(old_master, new_master, traffic, fault, name)
         .await;
-    let report = traffic.finish().await;
-
-    scenario.conclude(name, &report, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -390,19 +417,11 @@ async fn stop_and_restart_the_master(how: Stop, name: &str) {
         Stop::Kill => scenario.redis_mut().kill(old_master),
         Stop::Terminate => scenario.redis_mut().stop(old_master).await,
     }
-    let new_master = scenario
-        .redis()
-        .wait_for_master_change(old_master, HEAL_DEADLINE)
-        .await;
-    scenario.wait_for_writes_after(&traffic, fault).await;
+    let new_master = scenario.failed_over_from(old_master, &traffic, fault).await;
     scenario.redis_mut().restart(old_master).await;
     scenario
-        .redis()
-        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+        .rejoined(old_master, new_master, traffic, fault, name)
         .await;
-    let report = traffic.finish().await;
-
-    scenario.conclude(name, &report, fault).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -425,19 +444,15 @@ async fn a_graceful_sentinel_failover_under_steady_writes_loses_no_acknowledged_
     // writes for ~10 s after the switch: the hardest case for acknowledged writes.
     let fault = traffic.now();
     scenario.redis().sentinel_failover().await;
-    let new_master = scenario
-        .redis()
-        .wait_for_master_change(old_master, HEAL_DEADLINE)
-        .await;
-    scenario.wait_for_writes_after(&traffic, fault).await;
+    let new_master = scenario.failed_over_from(old_master, &traffic, fault).await;
     scenario
-        .redis()
-        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
-        .await;
-    let report = traffic.finish().await;
-
-    scenario
-        .conclude("graceful SENTINEL FAILOVER", &report, fault)
+        .rejoined(
+            old_master,
+            new_master,
+            traffic,
+            fault,
+            "graceful SENTINEL FAILOVER",
+        )
         .await;
 }
 

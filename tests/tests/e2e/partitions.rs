@@ -78,25 +78,17 @@ async fn partition_the_master(name: &str, peers_of: impl FnOnce(&Scenario, u16) 
 
     let fault = traffic.now();
     lab.cut(&namespace, &peers);
-    let new_master = scenario
-        .redis()
-        .wait_for_master_change(old_master, HEAL_DEADLINE)
-        .await;
-    scenario.wait_for_writes_after(&traffic, fault).await;
+    let new_master = scenario.failed_over_from(old_master, &traffic, fault).await;
     hold(&traffic, fault).await;
     lab.heal(&namespace);
-    scenario
-        .redis()
-        .wait_until_replica_of(old_master, new_master, HEAL_DEADLINE)
+    let report = scenario
+        .rejoined(old_master, new_master, traffic, fault, name)
         .await;
-    let report = traffic.finish().await;
-
     let (refused, span) = refused(&report, fault);
     println!(
         "{name}: purchases refused (503, retried with their key) {refused} in {:.2} s",
         span.as_secs_f64()
     );
-    scenario.conclude(name, &report, fault).await;
     let window = report.write_gap(fault);
     assert!(
         window <= window_bound(&scenario),

@@ -75,19 +75,25 @@ async fn writes_whose_wait_failed_are_answered_503_and_their_retries_return_the_
     .await;
     let (stock_key, order_key) = (new_key(), new_key());
 
-    // Act: four writes, each applied on the master and not confirmed.
-    let refreshed = api.refresh(&customer.refresh_token).await;
-    let stocked = api
-        .add_stock_with_key(&admin.access_token, &product, 5, &stock_key)
-        .await;
-    let cancelled = api.cancel_purchase(&customer.access_token, &purchase).await;
-    let bought = api
-        .purchase(
-            &customer.access_token,
-            Some(&order_key),
-            &order(&[(&product, 1)]),
+    // The same four requests, sent twice: first while no replica can
+    // confirm them, then again as a client retries.
+    let send = || async {
+        (
+            api.refresh(&customer.refresh_token).await,
+            api.add_stock_with_key(&admin.access_token, &product, 5, &stock_key)
+                .await,
+            api.cancel_purchase(&customer.access_token, &purchase).await,
+            api.purchase(
+                &customer.access_token,
+                Some(&order_key),
+                &order(&[(&product, 1)]),
+            )
+            .await,
         )
-        .await;
+    };
+
+    // Act: four writes, each applied on the master and not confirmed.
+    let (refreshed, stocked, cancelled, bought) = send().await;
 
     // Assert: each a retryable 503, although the master did apply it: the
     // hard case for a retry.
@@ -111,19 +117,8 @@ async fn writes_whose_wait_failed_are_answered_503_and_their_retries_return_the_
         stack.redis.resume(*replica);
     }
     stack.redis.wait_until_in_sync(master, DEADLINE).await;
-    let refreshed = api.refresh(&customer.refresh_token).await;
+    let (refreshed, stocked, cancelled, bought) = send().await;
     let refreshed_again = api.refresh(&customer.refresh_token).await;
-    let stocked = api
-        .add_stock_with_key(&admin.access_token, &product, 5, &stock_key)
-        .await;
-    let cancelled = api.cancel_purchase(&customer.access_token, &purchase).await;
-    let bought = api
-        .purchase(
-            &customer.access_token,
-            Some(&order_key),
-            &order(&[(&product, 1)]),
-        )
-        .await;
 
     // Assert: the first outcome of each, applied once, session alive.
     let pair = expect(refreshed, StatusCode::OK).await;
