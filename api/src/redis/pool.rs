@@ -490,11 +490,25 @@ impl Redis {
         op: &'static str,
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
+        self.attempt(Role::Master, op, self.write_inner(pipe)).await
+    }
+
+    /// One operation on a node of `role`: admitted (or refused at once when
+    /// this instance is cut off), bounded, its outcome noted for the
+    /// master's health, and measured.
+    async fn attempt<T>(
+        &self,
+        role: Role,
+        op: &'static str,
+        operation: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
         let started = Instant::now();
-        let result = match self.admit(Role::Master) {
+        let result = match self.admit(role) {
             Ok(_probe) => {
-                let result = self.bounded(self.write_inner(pipe)).await;
-                self.note_master_outcome(&result);
+                let result = self.bounded(operation).await;
+                if role == Role::Master {
+                    self.note_master_outcome(&result);
+                }
                 result
             }
             Err(refused) => Err(refused),
@@ -573,34 +587,20 @@ impl Redis {
         avoid: Option<&NodeAddr>,
         failed: &mut Option<NodeAddr>,
     ) -> Result<T, RedisError> {
-        let started = Instant::now();
-        let result = match self.admit(role) {
-            Ok(_probe) => {
-                let result = self
-                    .bounded(async {
-                        let mut connection = self.checkout(role, avoid).await?;
-                        match pipe.query_async::<T>(&mut connection.connection).await {
-                            Ok(value) => Ok(value),
-                            Err(error) => {
-                                *failed = Some(connection.addr.clone());
-                                if poisons_connection(&error) {
-                                    self.discard(role, connection);
-                                }
-                                Err(error.into())
-                            }
-                        }
-                    })
-                    .await;
-                if role == Role::Master {
-                    self.note_master_outcome(&result);
+        self.attempt(role, op, async {
+            let mut connection = self.checkout(role, avoid).await?;
+            match pipe.query_async::<T>(&mut connection.connection).await {
+                Ok(value) => Ok(value),
+                Err(error) => {
+                    *failed = Some(connection.addr.clone());
+                    if poisons_connection(&error) {
+                        self.discard(role, connection);
+                    }
+                    Err(error.into())
                 }
-                result
             }
-            Err(refused) => Err(refused),
-        };
-        self.metrics
-            .observe_redis(op, started.elapsed(), outcome(&result));
-        result
+        })
+        .await
     }
 
     /// Drops a connection that failed in a way that says its node went away

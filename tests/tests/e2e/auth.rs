@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::{claims_of, header};
+use crate::support::{claims_of, header, keys_of};
 
 fn unique_email() -> String {
     format!("ann-{}@example.com", Uuid::new_v4().simple())
@@ -33,13 +33,7 @@ async fn registering_returns_the_user_without_any_password_material() {
     assert!(!text.contains("argon2"), "the hash leaked: {text}");
     assert!(!text.to_lowercase().contains("hash"), "{text}");
     let user: Value = serde_json::from_str(&text).expect("JSON");
-    let mut fields: Vec<&str> = user
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
+    let fields = keys_of(&user);
     assert_eq!(
         fields,
         ["created_at", "disabled", "email", "id", "name", "role"]

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::support::{
-    admin_stack, catalog, catalog_from, create_product, header, id_of, ids, new_key, order,
-    stock_of,
+    admin_stack, catalog, catalog_from, create_product, header, id_of, ids, keys_of, new_key,
+    order, stock_of,
 };
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
@@ -60,13 +60,7 @@ async fn an_admin_creates_a_product_with_location_and_etag_and_anyone_reads_it()
     let id = id_of(&created);
     assert!(id.parse::<Uuid>().is_ok(), "{id}");
     assert_eq!(location, format!("/api/v1/products/{id}"));
-    let mut fields: Vec<&str> = created
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
+    let fields = keys_of(&created);
     assert_eq!(
         fields,
         [

@@ -13,7 +13,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{collect_pages, create_product, header, id_of, ids, new_key, order, stock_of};
+use crate::support::{
+    collect_pages, create_product, header, id_of, ids, keys_of, new_key, order, stock_of,
+};
 
 /// A stack with an admin and a signed-in customer.
 async fn shop() -> (TestStack, Api, Session, Session) {
@@ -66,13 +68,7 @@ async fn a_purchase_takes_the_stock_at_server_prices_and_answers_with_its_locati
     let purchase = expect(response, StatusCode::CREATED).await;
     let id = id_of(&purchase);
     assert_eq!(location, format!("/api/v1/purchases/{id}"));
-    let mut fields: Vec<&str> = purchase
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
+    let fields = keys_of(&purchase);
     assert_eq!(
         fields,
         [

@@ -107,6 +107,18 @@ pub async fn admin_stack() -> (TestStack, Api, Session) {
     (stack, api, admin)
 }
 
+/// The field names of a JSON object, sorted.
+pub fn keys_of(object: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = object
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 /// The stock of a product as the API reports it.
 pub async fn stock_of(api: &Api, product_id: &str) -> i64 {
     let product = expect(api.get_product(product_id).await, StatusCode::OK).await;
