@@ -89,15 +89,8 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let lines = merge_lines(&body)?;
-    let order = Order {
-        user_id: caller.user_id,
-        idempotency_key: &key.0,
-        fingerprint: &idempotency::fingerprint(&*body),
-        lines: &lines,
-        currency: &state.store.currency,
-        key_ttl_secs: state.store.idempotency_key_ttl_secs,
-        in_flight_ms: state.store.idempotency_in_flight_secs * 1000,
-    };
+    let fingerprint = idempotency::fingerprint(&*body);
+    let order = Order::new(caller.user_id, (&key.0, &fingerprint), &lines, &state.store);
     match state.purchases().buy(order).await? {
         PurchaseOutcome::Created(purchase) => {
             state.metrics.record_purchase(purchase.total_cents);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::model::{Purchase, PurchaseStatus};
+use crate::config::StoreSettings;
 use crate::redis::keys::{self, Keys};
 use crate::redis::{Redis, RedisError, scripts, value};
 
@@ -32,6 +33,27 @@ pub struct Order<'a> {
     pub currency: &'a str,
     pub key_ttl_secs: u64,
     pub in_flight_ms: u64,
+}
+
+impl<'a> Order<'a> {
+    /// An order of `lines` by `user_id` under its idempotency key, in the
+    /// store's currency and with its key lifetimes.
+    pub fn new(
+        user_id: Uuid,
+        (idempotency_key, fingerprint): (&'a str, &'a str),
+        lines: &'a [(Uuid, u32)],
+        store: &'a StoreSettings,
+    ) -> Self {
+        Self {
+            user_id,
+            idempotency_key,
+            fingerprint,
+            lines,
+            currency: &store.currency,
+            key_ttl_secs: store.idempotency_key_ttl_secs,
+            in_flight_ms: store.idempotency_in_flight_secs * 1000,
+        }
+    }
 }
 
 #[derive(Debug)]
