@@ -481,6 +481,19 @@ impl Redis {
         scripts::Tagged::from_reply(op, reply)
     }
 
+    /// Runs one script call as an unconfirmed write (counters whose loss in a
+    /// failover is harmless) and splits its `{'tag', ...}` reply.
+    pub async fn run_script_unconfirmed(
+        &self,
+        op: &'static str,
+        call: redis::Cmd,
+    ) -> Result<scripts::Tagged, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(call);
+        let (reply,): (Vec<Value>,) = self.write_unconfirmed(op, &pipe).await?;
+        scripts::Tagged::from_reply(op, reply)
+    }
+
     /// A write that must survive a failover: runs `pipe` on the master, then
     /// `WAIT`s for every healthy replica. Returns the pipeline's replies only
     /// when the write is confirmed; otherwise [`RedisError::Unconfirmed`] (the
@@ -504,13 +517,22 @@ impl Redis {
     ) -> Result<T, RedisError> {
         let started = Instant::now();
         let result = match self.admit(role) {
-            Ok(_probe) => {
-                let result = self.bounded(operation).await;
-                if role == Role::Master {
-                    self.note_master_outcome(&result);
+            Ok(_probe) if role == Role::Master => {
+                match self
+                    .abandoned_on_master_change(self.bounded(operation))
+                    .await
+                {
+                    Some(result) => {
+                        self.note_master_outcome(&result);
+                        result
+                    }
+                    // Not the new master's failure: nothing to note.
+                    None => Err(RedisError::Unavailable(
+                        "the Redis master changed during the operation".to_owned(),
+                    )),
                 }
-                result
             }
+            Ok(_probe) => self.bounded(operation).await,
             Err(refused) => Err(refused),
         };
         self.metrics
@@ -670,6 +692,24 @@ impl Redis {
             Ok(_) => self.master_failed_at_ms.store(0, Ordering::Relaxed),
             Err(RedisError::Unavailable(_)) => self.note_master_failure(),
             Err(_) => {}
+        }
+    }
+
+    /// Runs a master operation unless the watcher publishes a new master
+    /// first (`None`). An operation stuck on a paused or vanished master
+    /// would otherwise hold its client for the whole command timeout after
+    /// the failover ended (measured: writes came back 2 s after the switch).
+    /// Like a timeout, abandoning a write never says it was not applied: the
+    /// caller answers 503 and the idempotency key makes the retry safe.
+    async fn abandoned_on_master_change<T>(&self, operation: impl Future<Output = T>) -> Option<T> {
+        let mut topology = self.watcher.topology.subscribe();
+        let epoch = topology.borrow().master_epoch;
+        // On the heap: inline, the debug build's futures overflow a worker's stack.
+        let operation = Box::pin(operation);
+        tokio::select! {
+            result = operation => Some(result),
+            // The sender lives in `self.watcher`: this never ends with an error.
+            _ = topology.wait_for(|t| t.master_epoch != epoch) => None,
         }
     }
 

@@ -329,16 +329,7 @@ impl Sentinels {
                     Some((addr, fields))
                 })
                 .collect();
-            let promotable = entries
-                .iter()
-                .filter(|(addr, fields)| {
-                    let former = former_masters.contains(addr);
-                    let demoting =
-                        former && fields.get("role-reported").map(String::as_str) == Some("master");
-                    let unheard = former && never_reported(fields);
-                    !(is_down(fields) || demoting || unheard)
-                })
-                .count();
+            let promotable = count_promotable(&entries, master, former_masters);
             let down = entries
                 .iter()
                 .filter(|(_, fields)| is_down(fields))
@@ -381,6 +372,32 @@ impl Sentinels {
             same_address && flags.split(',').all(|flag| flag == "master")
         })
     }
+}
+
+/// Replicas in one Sentinel's `SENTINEL REPLICAS` list that a write must
+/// reach: every one Sentinel could promote.
+fn count_promotable(
+    entries: &[(NodeAddr, HashMap<String, String>)],
+    master: &NodeAddr,
+    former_masters: &[NodeAddr],
+) -> usize {
+    entries
+        .iter()
+        .filter(|(addr, fields)| {
+            // The failover's leader names the promoted replica as master
+            // before its own replica list changes (until `failover-end`, ~1 s):
+            // that replica is the master, not one more to wait for (counting
+            // it made every write in that second wait out `WAIT`, measured).
+            if addr == master {
+                return false;
+            }
+            let former = former_masters.contains(addr);
+            let demoting =
+                former && fields.get("role-reported").map(String::as_str) == Some("master");
+            let unheard = former && never_reported(fields);
+            !(is_down(fields) || demoting || unheard)
+        })
+        .count()
 }
 
 /// The master among the Sentinels' `(address, configuration epoch)` views:
@@ -606,6 +623,36 @@ mod tests {
         assert_eq!(pick_master(&views, 2), Some(at(2)));
         // One Sentinel down: the leader and one that has not heard yet.
         assert_eq!(pick_master(&[(at(1), 7), (at(2), 8)], 2), Some(at(2)));
+    }
+
+    fn replica(port: u16, flags: &str, role: &str) -> (NodeAddr, HashMap<String, String>) {
+        let fields = [
+            ("flags", flags),
+            ("role-reported", role),
+            ("info-refresh", "120"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        (at(port), fields)
+    }
+
+    #[test]
+    fn a_write_waits_for_every_replica_sentinel_could_promote_and_no_other() {
+        let healthy = [replica(2, "slave", "slave"), replica(3, "slave", "slave")];
+        assert_eq!(count_promotable(&healthy, &at(1), &[]), 2);
+        let one_down = [
+            replica(2, "slave", "slave"),
+            replica(3, "s_down,slave", "slave"),
+        ];
+        assert_eq!(count_promotable(&one_down, &at(1), &[]), 1);
+        // Mid-failover the leader already names :2 as master but still lists
+        // it among the replicas of the old master :1.
+        let promoting = [replica(2, "slave", "master"), replica(3, "slave", "slave")];
+        assert_eq!(count_promotable(&promoting, &at(2), &[at(1)]), 1);
+        // The old master, still answering as a master, is being demoted.
+        let demoting = [replica(1, "slave", "master"), replica(3, "slave", "slave")];
+        assert_eq!(count_promotable(&demoting, &at(2), &[at(1)]), 1);
     }
 
     #[test]
