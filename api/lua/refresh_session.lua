@@ -3,7 +3,8 @@
 -- ARGV[1]  SHA-256 of the presented refresh token
 -- ARGV[2]  SHA-256 of its successor (derived from it: always the same one)
 -- ARGV[3]  session lifetime in seconds (renewed)
--- ARGV[4]  prefix of the per-user session sets (a set key is prefix .. user id)
+-- ARGV[4]  prefix of the per-user session sets (a set key is prefix .. user id;
+--          a sorted set: session id -> ms of last use)
 -- ARGV[5]  the session id
 -- ARGV[6]  reuse interval (ms); 0: no retry is honoured
 -- Returns  {'rotated', user_id, rotated_ms} | {'replayed', user_id, rotated_ms}
@@ -16,8 +17,8 @@
 -- Time comes from the master's clock (TIME), not from the API replicas,
 -- which may disagree. The session id left in the user's session set is
 -- harmless (revocation skips it). A renewed session is (back) in its user's
--- session set, which lives at least as long: a password change or a disable
--- must find every live session.
+-- session set, as used now, and the set lives at least as long: a password
+-- change or a disable must find every live session.
 local time = redis.call('TIME')
 local now = string.format('%d', tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
 local session = redis.call('HMGET', KEYS[1], 'refresh_hash', 'previous_hash', 'rotated_ms',
@@ -39,6 +40,6 @@ end
 redis.call('HSET', KEYS[1], 'refresh_hash', ARGV[2], 'previous_hash', ARGV[1],
   'rotated_ms', now)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', ARGV[4] .. user_id, ARGV[5])
+redis.call('ZADD', ARGV[4] .. user_id, now, ARGV[5])
 redis.call('EXPIRE', ARGV[4] .. user_id, ARGV[3])
 return {'rotated', user_id, now}

@@ -26,7 +26,7 @@ pub struct Settings {
     /// Where Redis is found and how long we wait for it.
     #[validate(nested)]
     pub redis: RedisSettings,
-    /// Token lifetimes, the signing key and login throttling.
+    /// Token lifetimes, the signing key, password-check throttling, sessions.
     #[validate(nested)]
     pub auth: AuthSettings,
     /// The admin account created at startup.
@@ -35,6 +35,9 @@ pub struct Settings {
     /// Store-wide business settings.
     #[validate(nested)]
     pub store: StoreSettings,
+    /// Per-user rate limits on writes.
+    #[validate(nested)]
+    pub limits: LimitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Validate)]
@@ -55,6 +58,10 @@ pub struct ServerSettings {
     /// Grace period for in-flight requests on shutdown.
     #[validate(range(max = 300))]
     pub shutdown_timeout_secs: u64,
+    /// Peers (addresses or CIDR blocks) whose `X-Real-IP` header names the
+    /// client: the reverse proxy in front. From anyone else the header is
+    /// ignored and the connection's own address is the client's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize, Validate)]
@@ -127,18 +134,30 @@ pub struct AuthSettings {
     /// instead of counting as reuse. 0 turns retries into reuse.
     #[validate(range(max = 300))]
     pub refresh_reuse_interval_secs: u64,
-    /// Failed logins tolerated before the account is locked for a while.
+    /// Password checks (sign-in, password change) of one account from one
+    /// client address that may fail within the window; then that address
+    /// gets 429 for that account until the window ends.
     #[validate(range(min = 1, max = 1000))]
-    pub login_max_failures: u64,
-    /// First lock duration; doubles with each further failure.
-    #[validate(range(min = 1, max = 86400))]
-    pub login_lock_base_secs: u64,
-    /// Upper bound of a lock, so nobody can lock an account out for long.
-    #[validate(range(min = 1, max = 86400))]
-    pub login_lock_max_secs: u64,
+    pub password_failures_per_account_and_address: u64,
+    /// Failed password checks one client address may make within the window,
+    /// whatever the accounts (credential stuffing); then it gets 429.
+    #[validate(range(min = 1, max = 100000))]
+    pub password_failures_per_address: u64,
     /// Failures older than this are forgotten.
     #[validate(range(min = 1, max = 86400))]
-    pub login_failure_window_secs: u64,
+    pub password_failure_window_secs: u64,
+    /// Checks of one account from addresses it never signed in from, in a
+    /// burst: they share this budget, so guesses from many addresses slow
+    /// down, while an address the owner signed in from is never refused by it.
+    #[validate(range(min = 1, max = 1000))]
+    pub password_checks_per_account_burst: u64,
+    /// Milliseconds for one spent check to come back to that budget.
+    #[validate(range(min = 1, max = 3600000))]
+    pub password_check_refill_ms: u64,
+    /// Most sessions one user may have; a new sign-in beyond it ends the
+    /// least recently used one.
+    #[validate(range(min = 1, max = 1000))]
+    pub sessions_per_user: u64,
     /// Threads computing password hashes (each hash holds 7 MiB); 0 means one
     /// per CPU core. Sign-ins beyond them wait up to 3 s, then get 503.
     #[validate(range(max = 1024))]
@@ -156,6 +175,18 @@ pub struct BootstrapAdminSettings {
     /// Its display name.
     #[validate(length(min = 1, max = 100))]
     pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Writes (purchases, cancels, stock changes) one user may make per
+    /// second, sustained, on all replicas together.
+    #[validate(range(min = 0.01, max = 100000.0))]
+    pub writes_per_second_per_user: f64,
+    /// Writes one user may make in a burst above that rate.
+    #[validate(range(min = 1, max = 100000))]
+    pub write_burst_per_user: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Validate)]
@@ -224,6 +255,7 @@ impl Settings {
             .prefix_separator("_")
             .list_separator(",")
             .with_list_parse_key("redis.sentinels")
+            .with_list_parse_key("server.trusted_proxies")
             .try_parsing(true);
         Self::finish(builder.add_source(env).build()?)
     }

@@ -72,6 +72,7 @@ pub enum Code {
     ProductArchived,
     ConcurrentUpdate,
     SelfLockout,
+    LastAdmin,
     AlreadyCancelled,
     IdempotencyKeyInFlight,
     InsufficientStock,
@@ -93,7 +94,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 33] = [
         Code::MalformedJson,
         Code::InvalidBody,
         Code::InvalidQuery,
@@ -110,6 +111,7 @@ impl Code {
         Code::ProductArchived,
         Code::ConcurrentUpdate,
         Code::SelfLockout,
+        Code::LastAdmin,
         Code::AlreadyCancelled,
         Code::IdempotencyKeyInFlight,
         Code::InsufficientStock,
@@ -160,6 +162,7 @@ impl Code {
             Code::ProductArchived => ("product_archived", S::CONFLICT, "Conflict"),
             Code::ConcurrentUpdate => ("concurrent_update", S::CONFLICT, "Conflict"),
             Code::SelfLockout => ("self_lockout", S::CONFLICT, "Conflict"),
+            Code::LastAdmin => ("last_admin", S::CONFLICT, "Conflict"),
             Code::AlreadyCancelled => ("already_cancelled", S::CONFLICT, "Conflict"),
             Code::IdempotencyKeyInFlight => ("idempotency_key_in_flight", S::CONFLICT, "Conflict"),
             Code::InsufficientStock => ("insufficient_stock", S::CONFLICT, "Insufficient stock"),
@@ -599,6 +602,7 @@ mod tests {
                 "product_archived 409 Conflict",
                 "concurrent_update 409 Conflict",
                 "self_lockout 409 Conflict",
+                "last_admin 409 Conflict",
                 "already_cancelled 409 Conflict",
                 "idempotency_key_in_flight 409 Conflict",
                 "insufficient_stock 409 Insufficient stock",

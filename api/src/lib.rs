@@ -11,6 +11,8 @@
 //! - [`auth`], [`users`], [`products`], [`purchases`]: one folder per resource:
 //!   `configure` (routes), handlers, model, store.
 //! - [`idempotency`]: the `Idempotency-Key` of writes that must not repeat.
+//! - [`write_limits`], [`auth::throttle`], [`client_address`]: per-user write
+//!   limits, password-check throttling, and the client address it counts.
 //! - [`telemetry`], [`metrics`], [`health`], [`openapi`], [`pagination`].
 
 // The Redis read path nests a few async fns (bounded -> read -> replicas ->
@@ -21,6 +23,7 @@
 pub mod auth;
 pub mod body;
 pub mod bootstrap;
+pub mod client_address;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -35,3 +38,4 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod users;
+pub mod write_limits;

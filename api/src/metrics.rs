@@ -23,8 +23,11 @@ pub struct Metrics {
     pub stock_outs: IntCounter,
     /// Purchases cancelled.
     pub cancellations: IntCounter,
-    /// Logins refused (wrong email or password, locked account, disabled user).
+    /// Logins refused (wrong email or password, throttled, disabled user).
     pub logins_failed: IntCounterVec,
+    /// Password checks (sign-ins, password changes) by outcome: `passed` and
+    /// `failed` ran the hash, `refused` was throttled before it.
+    pub password_checks: IntCounterVec,
     /// Purchases answered from their idempotency record.
     pub idempotent_replays: IntCounter,
     /// Redis round trips by operation and outcome.
@@ -51,7 +54,9 @@ pub struct Metrics {
 const NAMESPACE: &str = "evergreen";
 
 /// `reason` label values of `evergreen_logins_failed_total`.
-pub const LOGIN_FAILURE_REASONS: [&str; 3] = ["credentials", "locked", "disabled"];
+pub const LOGIN_FAILURE_REASONS: [&str; 3] = ["credentials", "throttled", "disabled"];
+/// `outcome` label values of `evergreen_password_checks_total`.
+pub const PASSWORD_CHECK_OUTCOMES: [&str; 3] = ["passed", "failed", "refused"];
 /// `kind` label values of `evergreen_redis_errors_total`
 /// (`crate::redis::RedisError::kind`).
 pub const REDIS_ERROR_KINDS: [&str; 4] =
@@ -124,8 +129,21 @@ impl Metrics {
         for kind in REDIS_ERROR_KINDS {
             redis_errors.with_label_values(&[kind]);
         }
+        let password_checks = IntCounterVec::new(
+            Opts::new(
+                "password_checks_total",
+                "Password checks (sign-ins, password changes) by outcome",
+            )
+            .namespace(NAMESPACE),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in PASSWORD_CHECK_OUTCOMES {
+            password_checks.with_label_values(&[outcome]);
+        }
         for metric in [
             Box::new(logins_failed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(password_checks.clone()),
             Box::new(redis_duration.clone()),
             Box::new(redis_errors.clone()),
             Box::new(replica_acks.clone()),
@@ -166,6 +184,7 @@ impl Metrics {
                 "Reads meant for the master that a replica served",
             ),
             logins_failed,
+            password_checks,
             redis_duration,
             redis_errors,
             replica_acks,

@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::auth::password::Passwords;
 use crate::auth::store::SessionStore;
+use crate::auth::throttle::PasswordChecks;
 use crate::auth::tokens::Tokens;
-use crate::config::{AuthSettings, Settings, StoreSettings};
+use crate::config::{AuthSettings, LimitSettings, Settings, StoreSettings};
 use crate::metrics::Metrics;
 use crate::products::store::ProductStore;
 use crate::purchases::store::PurchaseStore;
 use crate::redis::{Keys, Redis};
 use crate::users::store::UserStore;
+use crate::write_limits::WriteLimits;
 
 /// Shared by every worker of one instance.
 #[derive(Debug)]
@@ -31,6 +33,10 @@ pub struct AppState {
     pub auth: AuthSettings,
     /// Currency and idempotency settings.
     pub store: StoreSettings,
+    /// Per-user write limits.
+    pub limits: LimitSettings,
+    /// Reverse proxies whose `X-Real-IP` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Set once the bootstrap admin exists (or none is configured); readiness waits for it.
     bootstrap_done: AtomicBool,
 }
@@ -50,6 +56,8 @@ impl AppState {
             metrics,
             auth: settings.auth.clone(),
             store: settings.store.clone(),
+            limits: settings.limits.clone(),
+            trusted_proxies: settings.server.trusted_proxies.clone(),
             bootstrap_done: AtomicBool::new(false),
         }
     }
@@ -67,6 +75,23 @@ impl AppState {
             settings: &self.auth,
         }
     }
+    pub fn password_checks(&self) -> PasswordChecks<'_> {
+        PasswordChecks {
+            redis: &self.redis,
+            keys: &self.keys,
+            settings: &self.auth,
+            metrics: &self.metrics,
+        }
+    }
+
+    pub fn write_limits(&self) -> WriteLimits<'_> {
+        WriteLimits {
+            redis: &self.redis,
+            keys: &self.keys,
+            settings: &self.limits,
+        }
+    }
+
     pub fn products(&self) -> ProductStore<'_> {
         ProductStore {
             redis: &self.redis,

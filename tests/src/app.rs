@@ -18,6 +18,14 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// The key every test instance signs access tokens with; tests forge tokens with it.
 pub const JWT_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 
+/// Per-user write limits no test's traffic meets.
+pub fn unlimited_writes() -> evergreen_api::config::LimitSettings {
+    evergreen_api::config::LimitSettings {
+        writes_per_second_per_user: 100_000.0,
+        write_burst_per_user: 100_000,
+    }
+}
+
 /// One running API instance.
 #[derive(Debug)]
 pub struct TestApp {
@@ -80,6 +88,10 @@ impl TestStack {
         settings.redis.password = self.redis.password().to_owned().into();
         settings.redis.sentinel_password = self.redis.sentinel_password().to_owned().into();
         settings.redis.key_prefix = self.key_prefix.clone();
+        // Buyers in a loop (failover traffic, concurrency) write far faster
+        // than a shopper: the per-user limit is tested apart, at its defaults
+        // (security::bounded_resources).
+        settings.limits = unlimited_writes();
         settings
     }
 

@@ -72,6 +72,22 @@ impl Api {
         }
     }
 
+    /// A client whose connections come from loopback address 127.0.0.`last`:
+    /// to the API (or nginx) it is another client address.
+    pub fn from_address(base_url: &str, last: u8) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                127, 0, 0, last,
+            )))
+            .build()
+            .expect("a client can be built");
+        Self {
+            base_url: base_url.to_owned(),
+            http,
+        }
+    }
+
     pub fn raw(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base_url))

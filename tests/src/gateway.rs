@@ -59,6 +59,9 @@ pub struct GatewayOptions {
     /// `limit_req` on /api/v1/auth/ per client address: rate and burst.
     pub auth_rate: String,
     pub auth_burst: u32,
+    /// `limit_req` on GET/HEAD per client address: rate and burst.
+    pub read_rate: String,
+    pub read_burst: u32,
     /// Actix workers per replica.
     pub api_workers: u32,
     /// More `EVERGREEN_*` settings for every replica.
@@ -77,6 +80,10 @@ impl Default for GatewayOptions {
             nginx_workers: "1".into(),
             auth_rate: "2r/s".into(),
             auth_burst: 10,
+            // Not as shipped (100r/s, burst 200): test traffic reads from one
+            // address in loops. security::bounded_resources floods the shipped rate.
+            read_rate: "100000r/s".into(),
+            read_burst: 100_000,
             api_workers: 2,
             api_env: Vec::new(),
             lab: None,
@@ -255,6 +262,8 @@ impl Nginx {
             ("API_PORT", api_port.to_string()),
             ("NGINX_AUTH_RATE", options.auth_rate.clone()),
             ("NGINX_AUTH_BURST", options.auth_burst.to_string()),
+            ("NGINX_READ_RATE", options.read_rate.clone()),
+            ("NGINX_READ_BURST", options.read_burst.to_string()),
         ]);
         let template =
             fs::read_to_string(repo_root().join("nginx/templates/default.conf.template"))
@@ -449,7 +458,22 @@ impl Gateway {
                 self.redis.sentinel_password().to_owned(),
             ),
             ("EVERGREEN_REDIS__KEY_PREFIX", self.key_prefix.clone()),
+            // nginx reaches the replicas from loopback (or a lab's range):
+            // its X-Real-IP names the client, as in compose.
+            (
+                "EVERGREEN_SERVER__TRUSTED_PROXIES",
+                "127.0.0.0/8,::1/128,198.18.0.0/15".to_owned(),
+            ),
             ("EVERGREEN_AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+            // As in TestStack: traffic loops write faster than a shopper.
+            (
+                "EVERGREEN_LIMITS__WRITES_PER_SECOND_PER_USER",
+                "100000".to_owned(),
+            ),
+            (
+                "EVERGREEN_LIMITS__WRITE_BURST_PER_USER",
+                "100000".to_owned(),
+            ),
             ("EVERGREEN_BOOTSTRAP_ADMIN__EMAIL", ADMIN_EMAIL.to_owned()),
             (
                 "EVERGREEN_BOOTSTRAP_ADMIN__PASSWORD",

@@ -8,6 +8,7 @@ use super::extract::Caller;
 use super::model::{LoginRequest, RefreshRequest, TokenPair};
 use super::sign_in;
 use crate::body::Body;
+use crate::client_address::ClientAddress;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use crate::users::model::{RegisterRequest, Role, User, normalize_email};
@@ -62,17 +63,18 @@ pub async fn register(
     responses(
         (status = 200, description = "Signed in", body = TokenPair),
         (status = 401, description = "Wrong email or password, or disabled account"),
-        (status = 429, description = "Too many failed attempts; see Retry-After"),
+        (status = 429, description = "Too many failed attempts from this address, or from unknown addresses for this account; see Retry-After"),
     )
 )]
 #[post("/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
+    address: ClientAddress,
     body: Body<LoginRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     body.validate()?;
     let LoginRequest { email, password } = body.into_inner();
-    sign_in::sign_in(&state, &normalize_email(&email), password)
+    sign_in::sign_in(&state, &normalize_email(&email), password, address)
         .await
         .map(web::Json)
 }

@@ -7,6 +7,7 @@ pub mod model;
 pub mod password;
 mod sign_in;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 
 pub use extract::{Admin, Caller};

@@ -1,6 +1,7 @@
-//! Signing in and refreshing: what the auth handlers call. Sign-in checks
-//! the account lock, the password (the same argon2 work whether or not the
-//! email exists) and the account; refresh rotates the session's refresh
+//! Signing in and refreshing: what the auth handlers call. Sign-in reserves
+//! a password check (throttled per account and client address, see
+//! [`super::throttle`]), checks the password (the same argon2 work whether or
+//! not the email exists) and the account; refresh rotates the session's refresh
 //! token, or hands out the same successor pair again to a retry.
 
 use uuid::Uuid;
@@ -8,30 +9,33 @@ use uuid::Uuid;
 use super::model::TokenPair;
 use super::store::Rotation;
 use super::tokens;
+use crate::client_address::ClientAddress;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::users::model::Role;
 
 const INVALID_CREDENTIALS: &str = "invalid email or password";
 
-/// A new session for `email` (normalised) and `password`.
+/// A new session for `email` (normalised) and `password`, asked for from
+/// `address`.
 pub async fn sign_in(
     state: &AppState,
     email: &str,
     password: String,
+    address: ClientAddress,
 ) -> Result<TokenPair, ApiError> {
-    let sessions = state.sessions();
-    if let Some(retry_after_secs) = sessions.lock_remaining(email).await? {
-        state
-            .metrics
-            .logins_failed
-            .with_label_values(&["locked"])
-            .inc();
-        return Err(ApiError::TooManyRequests {
-            detail: "too many failed logins for this account; try again later".to_owned(),
-            retry_after_secs,
-        });
-    }
+    let checks = state.password_checks();
+    let reservation = match checks.reserve(email, address).await {
+        Ok(reservation) => reservation,
+        Err(refused) => {
+            state
+                .metrics
+                .logins_failed
+                .with_label_values(&["throttled"])
+                .inc();
+            return Err(refused);
+        }
+    };
     let stored = state.users().find_by_email(email).await?;
     // The same argon2 work whether or not the email exists: no account probing by timing.
     let valid = state
@@ -41,15 +45,16 @@ pub async fn sign_in(
     let user = match stored {
         Some(stored) if valid => stored.user,
         _ => {
+            checks.failed(reservation);
             state
                 .metrics
                 .logins_failed
                 .with_label_values(&["credentials"])
                 .inc();
-            sessions.record_failure(email).await?;
             return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.to_owned()));
         }
     };
+    checks.passed(reservation).await?;
     if user.disabled {
         state
             .metrics
@@ -60,13 +65,26 @@ pub async fn sign_in(
             "this account is disabled".to_owned(),
         ));
     }
-    sessions.clear_failures(email).await?;
     let session_id = Uuid::new_v4();
     let refresh_token = tokens::new_refresh_token(session_id);
-    sessions
-        .create(session_id, user.id, &tokens::digest(&refresh_token))
-        .await?;
+    sessions_create(state, session_id, user.id, &refresh_token).await?;
     token_pair(state, user.id, session_id, user.role, refresh_token)
+}
+
+async fn sessions_create(
+    state: &AppState,
+    session_id: Uuid,
+    user_id: Uuid,
+    refresh_token: &str,
+) -> Result<(), ApiError> {
+    let ended = state
+        .sessions()
+        .create(session_id, user_id, &tokens::digest(refresh_token))
+        .await?;
+    if ended > 0 {
+        tracing::info!(%user_id, ended, "sessions beyond the per-user cap ended");
+    }
+    Ok(())
 }
 
 /// The pair that replaces the one of refresh token `presented`.

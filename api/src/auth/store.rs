@@ -1,4 +1,4 @@
-//! Sessions and login throttling in Redis. A session is what logout, refresh
+//! Sessions in Redis. A session is what logout, refresh
 //! rotation and password changes revoke; access tokens name it, so revoking it
 //! stops them on every API replica at once.
 
@@ -36,40 +36,31 @@ pub struct LiveSession {
 }
 
 impl SessionStore<'_> {
+    /// Starts a session; ends the user's least recently used ones beyond
+    /// `sessions_per_user`. Returns how many it ended.
     pub async fn create(
         &self,
         session_id: Uuid,
         user_id: Uuid,
         refresh_hash: &str,
-    ) -> Result<(), RedisError> {
-        let ttl = self.settings.refresh_token_ttl_secs;
-        let (session, sessions) = (
-            self.keys.session(session_id),
-            self.keys.user_sessions(user_id),
-        );
-        let pipe = transaction(|pipe| {
-            pipe.cmd("HSET")
-                .arg(&session)
-                .arg("user_id")
-                .arg(user_id.to_string())
-                .arg("refresh_hash")
-                .arg(refresh_hash)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&session)
-                .arg(ttl)
-                .ignore()
-                .cmd("SADD")
-                .arg(&sessions)
-                .arg(session_id.to_string())
-                .ignore()
-                // The set lives as long as its newest session; stale ids in it are harmless.
-                .cmd("EXPIRE")
-                .arg(&sessions)
-                .arg(ttl)
-                .ignore();
-        });
-        self.redis.write::<()>("session_create", &pipe).await
+    ) -> Result<u64, RedisError> {
+        let call = scripts::CREATE_SESSION
+            .call(&[
+                self.keys.session(session_id),
+                self.keys.user_sessions(user_id),
+            ])
+            .arg(user_id.to_string())
+            .arg(refresh_hash)
+            .arg(self.settings.refresh_token_ttl_secs)
+            .arg(self.keys.session_prefix())
+            .arg(session_id.to_string())
+            .arg(self.settings.sessions_per_user)
+            .to_owned();
+        let reply = self.redis.run_script("session_create", call).await?;
+        match reply.tag.as_str() {
+            "created" => reply.value(0),
+            _ => Err(reply.unknown()),
+        }
     }
 
     /// The live role of the session's user, or `None` when the session was
@@ -134,70 +125,11 @@ impl SessionStore<'_> {
             pipe.cmd("DEL")
                 .arg(self.keys.session(session_id))
                 .ignore()
-                .cmd("SREM")
+                .cmd("ZREM")
                 .arg(self.keys.user_sessions(user_id))
                 .arg(session_id.to_string())
                 .ignore();
         });
         self.redis.write::<()>("session_revoke", &pipe).await
-    }
-
-    /// Seconds the account is still locked for, if it is, rounded up: `TTL`
-    /// would round a lock with under half a second left down to 0 and lift
-    /// it early.
-    pub async fn lock_remaining(&self, email: &str) -> Result<Option<u64>, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PTTL").arg(self.keys.login_lock(email));
-        let (pttl,): (i64,) = self.redis.read_master("login_lock", &pipe).await?;
-        Ok(u64::try_from(pttl)
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(|ms| ms.div_ceil(1000)))
-    }
-
-    /// Counts a failure; from the `login_max_failures`-th on, locks the account
-    /// for a time that doubles with each failure, up to the maximum. Returns the
-    /// lock duration if one was set. Losing these counters in a failover only
-    /// forgives a few failures, so they are not confirmed with `WAIT`.
-    pub async fn record_failure(&self, email: &str) -> Result<Option<u64>, RedisError> {
-        let failures_key = self.keys.login_failures(email);
-        let mut pipe = redis::pipe();
-        pipe.cmd("INCR")
-            .arg(&failures_key)
-            .cmd("EXPIRE")
-            .arg(&failures_key)
-            .arg(self.settings.login_failure_window_secs)
-            .ignore();
-        let (failures,): (u64,) = self.redis.write_unconfirmed("login_failure", &pipe).await?;
-        if failures < self.settings.login_max_failures {
-            return Ok(None);
-        }
-        let doublings = (failures - self.settings.login_max_failures).min(20) as u32;
-        let lock = self
-            .settings
-            .login_lock_base_secs
-            .saturating_mul(1 << doublings)
-            .min(self.settings.login_lock_max_secs);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.keys.login_lock(email))
-            .arg("1")
-            .arg("EX")
-            .arg(lock)
-            .ignore();
-        self.redis
-            .write_unconfirmed::<()>("login_lock", &pipe)
-            .await?;
-        Ok(Some(lock))
-    }
-
-    pub async fn clear_failures(&self, email: &str) -> Result<(), RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL")
-            .arg(self.keys.login_failures(email))
-            .ignore();
-        self.redis
-            .write_unconfirmed::<()>("login_failure", &pipe)
-            .await
     }
 }

@@ -263,6 +263,7 @@ fn archived_conflict() -> ApiError {
         (status = 404),
         (status = 409, description = "Stock would go below zero"),
         (status = 422, description = "Out-of-range delta, or key reused with another request"),
+        (status = 429, description = "Too many writes by this admin; see Retry-After"),
         (status = 503, description = "Not confirmed; retry with the same key"),
     )
 )]
@@ -275,6 +276,7 @@ pub async fn add_stock(
     key: IdempotencyKey,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
+    state.write_limits().take(admin.0.user_id).await?;
     let product_id = id.into_inner();
     let change = StockDelta {
         product_id,

@@ -12,9 +12,12 @@ use super::model::{MAX_STOCK, Product, ProductSort};
 use crate::redis::keys::{self, Keys, ProductOrder};
 use crate::redis::{Redis, RedisError, scripts, value};
 
-/// At most this many products are examined per list request; a sparse filter
-/// returns a short page with a cursor rather than scanning the whole catalog.
-const MAX_EXAMINED: usize = 2000;
+/// At most this many products are examined per list request (5 round trips
+/// of 100 `HGETALL`s at most); a sparse filter (`q`, prices within a
+/// category) returns a short page with a cursor rather than scanning the
+/// whole catalog. With nginx's read limit per address this bounds the Redis
+/// work one client can cause.
+const MAX_EXAMINED: usize = 500;
 
 #[derive(Debug)]
 pub struct ProductStore<'a> {

@@ -77,6 +77,7 @@ fn created(purchase: &Purchase, replayed: bool) -> HttpResponse {
         (status = 401),
         (status = 409, description = "Insufficient stock (names the product), archived product, or key in flight"),
         (status = 422, description = "Invalid lines, unknown product, or key reused with another body"),
+        (status = 429, description = "Too many writes by this user; see Retry-After"),
         (status = 503, description = "Not confirmed; retry with the same key"),
     )
 )]
@@ -89,6 +90,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let lines = merge_lines(&body)?;
+    state.write_limits().take(caller.user_id).await?;
     let fingerprint = idempotency::fingerprint(&*body);
     let order = Order::new(caller.user_id, (&key.0, &fingerprint), &lines, &state.store);
     match state.purchases().buy(order).await? {
@@ -196,6 +198,7 @@ pub async fn get(
         (status = 200, body = Purchase, headers(("Idempotent-Replayed" = String, description = "`true` when this session had cancelled it already"))),
         (status = 404),
         (status = 409, description = "Already cancelled by another session"),
+        (status = 429, description = "Too many writes by this user; see Retry-After"),
         (status = 503, description = "Not confirmed; retry"),
     )
 )]
@@ -205,6 +208,7 @@ pub async fn cancel(
     caller: Caller,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
+    state.write_limits().take(caller.user_id).await?;
     let purchases = state.purchases();
     let purchase = purchases.get(*id).await?.ok_or_else(not_found)?;
     if purchase.user_id != caller.user_id && !caller.is_admin() {

@@ -32,13 +32,18 @@ impl Keys {
     pub fn users_index(&self) -> String {
         format!("{}users", self.prefix)
     }
-    /// Set: session ids of one user, to revoke them all.
+    /// Sorted set: session ids of one user by last use, to bound and revoke them.
     pub fn user_sessions(&self, user_id: Uuid) -> String {
         format!("{}{user_id}", self.user_sessions_prefix())
     }
     /// Prefix of the per-user session sets, for scripts that find a session's user.
+    /// (`user-sessions:` held plain sets before sessions were bounded.)
     pub fn user_sessions_prefix(&self) -> String {
-        format!("{}user-sessions:", self.prefix)
+        format!("{}user-sessions-by-use:", self.prefix)
+    }
+    /// Set: ids of the enabled admins, so that the last one is never removed.
+    pub fn admins(&self) -> String {
+        format!("{}admins", self.prefix)
     }
     /// Hash: one login session (`user_id`, `refresh_hash`); expires with the refresh token.
     pub fn session(&self, session_id: Uuid) -> String {
@@ -48,13 +53,30 @@ impl Keys {
     pub fn session_prefix(&self) -> String {
         format!("{}session:", self.prefix)
     }
-    /// Counter of recent failed logins of one account.
-    pub fn login_failures(&self, normalized_email: &str) -> String {
-        format!("{}login-failures:{normalized_email}", self.prefix)
+    /// Counter: password checks of one account from one client address that
+    /// have not (yet) succeeded, within the failure window.
+    pub fn password_failures(&self, normalized_email: &str, address: &str) -> String {
+        format!(
+            "{}password-failures:{address}:{normalized_email}",
+            self.prefix
+        )
     }
-    /// Present while an account is temporarily locked after failed logins.
-    pub fn login_lock(&self, normalized_email: &str) -> String {
-        format!("{}login-lock:{normalized_email}", self.prefix)
+    /// Counter: failed password checks from one client address, any account.
+    pub fn address_failures(&self, address: &str) -> String {
+        format!("{}address-failures:{address}", self.prefix)
+    }
+    /// Hash: one account's budget of password checks from unknown addresses.
+    pub fn password_budget(&self, normalized_email: &str) -> String {
+        format!("{}password-budget:{normalized_email}", self.prefix)
+    }
+    /// Sorted set: client addresses one account signed in from, by time.
+    pub fn known_addresses(&self, normalized_email: &str) -> String {
+        format!("{}known-addresses:{normalized_email}", self.prefix)
+    }
+
+    /// Hash: one user's write allowance (token bucket).
+    pub fn write_bucket(&self, user_id: Uuid) -> String {
+        format!("{}write-bucket:{user_id}", self.prefix)
     }
 
     /// Hash: one product.

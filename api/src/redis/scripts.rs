@@ -111,9 +111,13 @@ script!(ARCHIVE_PRODUCT, "archive_product");
 script!(STOCK_DELTA, "stock_delta");
 script!(PURCHASE, "purchase");
 script!(CANCEL, "cancel");
+script!(CREATE_SESSION, "create_session");
+script!(RESERVE_PASSWORD_CHECK, "reserve_password_check");
+script!(PASSWORD_CHECK_PASSED, "password_check_passed");
+script!(TAKE_WRITE_TOKEN, "take_write_token");
 
 /// Every script, for [`load_all`].
-pub fn all() -> [&'static Script; 9] {
+pub fn all() -> [&'static Script; 13] {
     [
         &REGISTER,
         &REFRESH_SESSION,
@@ -124,6 +128,10 @@ pub fn all() -> [&'static Script; 9] {
         &STOCK_DELTA,
         &PURCHASE,
         &CANCEL,
+        &CREATE_SESSION,
+        &RESERVE_PASSWORD_CHECK,
+        &PASSWORD_CHECK_PASSED,
+        &TAKE_WRITE_TOKEN,
     ]
 }
 

@@ -5,9 +5,10 @@ use uuid::Uuid;
 use validator::Validate;
 
 use super::model::{AdminUpdateUserRequest, Role, UpdateMeRequest, User};
-use super::store::{EndSessions, UserChanges};
+use super::store::{EndSessions, UpdateUserOutcome, UserChanges};
 use crate::auth::{Admin, Caller};
 use crate::body::Body;
+use crate::client_address::ClientAddress;
 use crate::error::{ApiError, Code};
 use crate::pagination::{Page, PageQuery, decode_optional_cursor};
 use crate::state::AppState;
@@ -43,12 +44,14 @@ pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<
         (status = 200, body = User),
         (status = 401),
         (status = 422, description = "Invalid fields or wrong current password"),
+        (status = 429, description = "Too many wrong passwords; see Retry-After"),
     )
 )]
 #[patch("/users/me")]
 pub async fn update_me(
     state: web::Data<AppState>,
     caller: Caller,
+    address: ClientAddress,
     body: Body<UpdateMeRequest>,
 ) -> Result<web::Json<User>, ApiError> {
     body.validate()?;
@@ -63,22 +66,25 @@ pub async fn update_me(
     };
     if let Some(password) = password {
         changes.password_hash =
-            Some(new_password_hash(&state, &caller, current_password, password).await?);
+            Some(new_password_hash(&state, &caller, address, current_password, password).await?);
         changes.end_sessions = EndSessions::AllBut(caller.session_id);
     }
-    let updated = state
-        .users()
-        .update(caller.user_id, &changes)
-        .await?
-        .ok_or_else(user_not_found)?;
-    Ok(web::Json(updated.user))
+    updated(
+        state
+            .users()
+            .update(caller.user_id, caller.user_id, &changes)
+            .await?,
+    )
 }
 
 /// The hash of `password`, once `current` is shown to be the caller's
-/// password (422 otherwise: a password change needs it).
+/// password (422 otherwise: a password change needs it). The check is
+/// throttled like a sign-in: a stolen access token is no way to guess the
+/// password faster.
 async fn new_password_hash(
     state: &AppState,
     caller: &Caller,
+    address: ClientAddress,
     current: Option<String>,
     password: String,
 ) -> Result<String, ApiError> {
@@ -94,18 +100,33 @@ async fn new_password_hash(
         .get(caller.user_id)
         .await?
         .ok_or_else(user_not_found)?;
+    let checks = state.password_checks();
+    let reservation = checks.reserve(&stored.user.email, address).await?;
     if !state
         .passwords
         .verify(current, Some(stored.password_hash))
         .await?
     {
+        checks.failed(reservation);
         return Err(ApiError::invalid_field(
             "current_password",
             "mismatch",
             "is not the current password",
         ));
     }
+    checks.passed(reservation).await?;
     state.passwords.hash(password).await
+}
+
+fn updated(outcome: UpdateUserOutcome) -> Result<web::Json<User>, ApiError> {
+    match outcome {
+        UpdateUserOutcome::Updated(stored) => Ok(web::Json(stored.user)),
+        UpdateUserOutcome::Missing => Err(user_not_found()),
+        UpdateUserOutcome::LastAdmin => Err(ApiError::conflict(
+            Code::LastAdmin,
+            "this is the last enabled admin: promote another one first",
+        )),
+    }
 }
 
 fn user_not_found() -> ApiError {
@@ -157,7 +178,7 @@ pub async fn get(
 }
 
 /// Change a user's role or disable it (admin). Disabling ends its sessions at once.
-/// Admins cannot demote or disable themselves, so the store always keeps an admin.
+/// Admins cannot demote or disable themselves, nor the last enabled admin.
 #[utoipa::path(
     tag = "users",
     security(("bearer" = [])),
@@ -167,7 +188,7 @@ pub async fn get(
         (status = 200, body = User),
         (status = 403),
         (status = 404),
-        (status = 409, description = "An admin tried to demote or disable themselves"),
+        (status = 409, description = "An admin tried to demote or disable themselves, or the last enabled admin"),
     )
 )]
 #[patch("/users/{id}")]
@@ -197,10 +218,5 @@ pub async fn update(
         },
         ..UserChanges::default()
     };
-    let updated = state
-        .users()
-        .update(id, &changes)
-        .await?
-        .ok_or_else(user_not_found)?;
-    Ok(web::Json(updated.user))
+    updated(state.users().update(id, admin.user_id, &changes).await?)
 }

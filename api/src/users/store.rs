@@ -87,6 +87,7 @@ impl UserStore<'_> {
                     self.keys.user_email(new.email),
                     self.keys.user(id),
                     self.keys.users_index(),
+                    self.keys.admins(),
                 ])
                 .arg(id.to_string())
                 .arg(new.email)
@@ -175,33 +176,47 @@ impl UserStore<'_> {
         Ok((users, next))
     }
 
-    /// Applies `changes` and ends sessions as they say, atomically. `None`
-    /// if there is no such user.
+    /// Applies `changes`, made by user `by`, and ends sessions as they say,
+    /// atomically; refused when it would leave the store without an enabled
+    /// admin.
     pub async fn update(
         &self,
         id: Uuid,
+        by: Uuid,
         changes: &UserChanges,
-    ) -> Result<Option<StoredUser>, RedisError> {
+    ) -> Result<UpdateUserOutcome, RedisError> {
         let (mode, keep) = match changes.end_sessions {
             EndSessions::None => ("none", String::new()),
             EndSessions::All => ("all", String::new()),
             EndSessions::AllBut(session) => ("others", session.to_string()),
         };
-        let mut call =
-            scripts::UPDATE_USER.call(&[self.keys.user(id), self.keys.user_sessions(id)]);
+        let mut call = scripts::UPDATE_USER.call(&[
+            self.keys.user(id),
+            self.keys.user_sessions(id),
+            self.keys.admins(),
+            self.keys.user(by),
+        ]);
         call.arg(self.keys.session_prefix()).arg(mode).arg(keep);
         for (field, value) in changes.fields() {
             call.arg(field).arg(value);
         }
-        let mut pipe = redis::pipe();
-        pipe.add_command(call);
-        let (fields,): (HashMap<String, String>,) = self.redis.write("user_update", &pipe).await?;
-        if fields.is_empty() {
-            Ok(None)
-        } else {
-            from_fields(&fields).map(Some)
-        }
+        let reply = self.redis.run_script("user_update", call).await?;
+        Ok(match reply.tag.as_str() {
+            "updated" => UpdateUserOutcome::Updated(from_fields(&reply.fields(0))?),
+            "missing" => UpdateUserOutcome::Missing,
+            "last_admin" => UpdateUserOutcome::LastAdmin,
+            _ => return Err(reply.unknown()),
+        })
     }
+}
+
+/// What [`UserStore::update`] did.
+#[derive(Debug)]
+pub enum UpdateUserOutcome {
+    Updated(StoredUser),
+    Missing,
+    /// Nothing changed: the user is the last enabled admin.
+    LastAdmin,
 }
 
 /// A user and its password hash from the user's hash.

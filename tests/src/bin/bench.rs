@@ -200,6 +200,9 @@ impl CeilingNginx {
             ("API_PORT", upstream_port.to_string()),
             ("NGINX_AUTH_RATE", "2r/s".to_owned()),
             ("NGINX_AUTH_BURST", "10".to_owned()),
+            // All load comes from one address.
+            ("NGINX_READ_RATE", "100000r/s".to_owned()),
+            ("NGINX_READ_BURST", "100000".to_owned()),
         ]);
         let template = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../nginx/templates/default.conf.template"),

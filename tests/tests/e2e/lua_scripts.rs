@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use evergreen_api::redis::keys::{self, Keys, ProductOrder};
 use evergreen_api::redis::scripts::{
-    self, ARCHIVE_PRODUCT, CANCEL, CREATE_PRODUCT, PURCHASE, REFRESH_SESSION, REGISTER,
-    STOCK_DELTA, Script, UPDATE_PRODUCT, UPDATE_USER,
+    self, ARCHIVE_PRODUCT, CANCEL, CREATE_PRODUCT, CREATE_SESSION, PASSWORD_CHECK_PASSED, PURCHASE,
+    REFRESH_SESSION, REGISTER, RESERVE_PASSWORD_CHECK, STOCK_DELTA, Script, TAKE_WRITE_TOKEN,
+    UPDATE_PRODUCT, UPDATE_USER,
 };
 use evergreen_api::redis::value;
 use evergreen_tests::app::TestStack;
@@ -71,6 +72,14 @@ impl Lab {
             .query_async(&mut self.redis)
             .await
             .expect("HGET")
+    }
+
+    async fn field_value(&mut self, key: &str) -> Option<String> {
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.redis)
+            .await
+            .expect("GET")
     }
 
     async fn exists(&mut self, key: &str) -> bool {
@@ -215,7 +224,12 @@ async fn register_lua_creates_a_user_once_per_email() {
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
     let call = |id: Uuid, keys: &Keys| {
         (
-            vec![keys.user_email(email), keys.user(id), keys.users_index()],
+            vec![
+                keys.user_email(email),
+                keys.user(id),
+                keys.users_index(),
+                keys.admins(),
+            ],
             strings(&[
                 &id.to_string(),
                 email,
@@ -297,11 +311,7 @@ async fn refresh_session_lua_rotates_once_replays_a_retry_and_revokes_the_sessio
         .query_async(&mut lab.redis)
         .await
         .expect("TTL");
-    let members: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(&set)
-        .query_async(&mut lab.redis)
-        .await
-        .expect("SMEMBERS");
+    let members = lab.members(&set).await;
     // The same token once the interval is over (an interval of 0: always).
     let reused = lab
         .run(
@@ -381,15 +391,21 @@ async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
             .arg("user_id")
             .arg(user.to_string())
             .ignore()
-            .cmd("SADD")
+            .cmd("ZADD")
             .arg(&set_key)
+            .arg(1)
             .arg(session.to_string())
             .ignore()
             .query_async(&mut lab.redis)
             .await
             .expect("a session");
     }
-    let keys = vec![user_key.clone(), set_key.clone()];
+    let keys = vec![
+        user_key.clone(),
+        set_key.clone(),
+        lab.keys.admins(),
+        user_key.clone(),
+    ];
     let prefix = lab.keys.session_prefix();
 
     // Act: a password change keeps the caller's session only.
@@ -420,27 +436,239 @@ async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
     let missing = lab
         .run(
             &UPDATE_USER,
-            &[missing_key.clone(), set_key.clone()],
+            &[
+                missing_key.clone(),
+                set_key.clone(),
+                lab.keys.admins(),
+                missing_key.clone(),
+            ],
             &strings(&[&prefix, "none", "", "name", "Ghost"]),
         )
         .await;
 
     // Assert
-    assert_eq!(value::map(&others)["name"], "Ann B");
+    let (tag, rest) = tagged(others);
+    assert_eq!(tag, "updated");
+    assert_eq!(value::map(&rest[0])["name"], "Ann B");
     assert_eq!(kept, [false, true, false]);
-    assert_eq!(value::map(&all)["disabled"], "1");
+    let (tag, rest) = tagged(all);
+    assert_eq!(tag, "updated");
+    assert_eq!(value::map(&rest[0])["disabled"], "1");
     assert!(!still_kept);
-    let remaining: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(&set_key)
-        .query_async(&mut lab.redis)
-        .await
-        .expect("SMEMBERS");
+    let remaining = lab.members(&set_key).await;
     assert!(remaining.is_empty(), "{remaining:?}");
-    assert_eq!(missing, Value::Array(vec![]));
+    assert_eq!(tagged(missing).0, "missing");
     assert!(
         !lab.exists(&missing_key).await,
         "no user is created by an update"
     );
+}
+
+#[tokio::test]
+async fn update_user_lua_never_removes_the_last_enabled_admin() {
+    // Arrange: two admins, A (made before the admins set existed: not in it) and B.
+    let mut lab = Lab::new().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for id in [a, b] {
+        let _: () = redis::cmd("HSET")
+            .arg(lab.keys.user(id))
+            .arg(&[
+                ("id", id.to_string()),
+                ("role", "admin".to_owned()),
+                ("disabled", "0".to_owned()),
+            ])
+            .query_async(&mut lab.redis)
+            .await
+            .expect("HSET");
+    }
+    let by = |target: Uuid, actor: Uuid, keys: &Keys| {
+        vec![
+            keys.user(target),
+            keys.user_sessions(target),
+            keys.admins(),
+            keys.user(actor),
+        ]
+    };
+    let prefix = lab.keys.session_prefix();
+    let demote = strings(&[&prefix, "none", "", "role", "customer"]);
+
+    // Act: A demotes B, then B (acting as if still admin) demotes A.
+    let first = lab.run(&UPDATE_USER, &by(b, a, &lab.keys), &demote).await;
+    let second = lab.run(&UPDATE_USER, &by(a, b, &lab.keys), &demote).await;
+    let disable = strings(&[&prefix, "all", "", "disabled", "1"]);
+    let third = lab.run(&UPDATE_USER, &by(a, a, &lab.keys), &disable).await;
+
+    // Assert: the first went through, the others would have left no admin.
+    assert_eq!(tagged(first).0, "updated");
+    assert_eq!(tagged(second).0, "last_admin");
+    assert_eq!(tagged(third).0, "last_admin");
+    assert_eq!(
+        lab.field(&lab.keys.user(a), "role").await.as_deref(),
+        Some("admin")
+    );
+    assert_eq!(
+        lab.field(&lab.keys.user(a), "disabled").await.as_deref(),
+        Some("0")
+    );
+    let admins: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(lab.keys.admins())
+        .query_async(&mut lab.redis)
+        .await
+        .expect("SMEMBERS");
+    assert_eq!(admins, [a.to_string()]);
+}
+
+#[tokio::test]
+async fn create_session_lua_keeps_at_most_the_cap_ending_the_least_recently_used() {
+    // Arrange: a cap of 2; one stale id whose session expired long ago.
+    let mut lab = Lab::new().await;
+    let user = Uuid::new_v4();
+    let set = lab.keys.user_sessions(user);
+    let _: () = redis::cmd("ZADD")
+        .arg(&set)
+        .arg(1)
+        .arg("expired-long-ago")
+        .query_async(&mut lab.redis)
+        .await
+        .expect("ZADD");
+    let sessions: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let mut replies = Vec::new();
+
+    // Act
+    for session in &sessions {
+        let keys = vec![lab.keys.session(*session), set.clone()];
+        let args = strings(&[
+            &user.to_string(),
+            "refresh-hash",
+            "600",
+            &lab.keys.session_prefix(),
+            &session.to_string(),
+            "2",
+        ]);
+        replies.push(texts(&value::array(
+            lab.run(&CREATE_SESSION, &keys, &args).await,
+        )));
+        // Distinct milliseconds of last use.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // Assert: the stale id left at once, the oldest session ended at the third.
+    assert_eq!(
+        replies,
+        [["created", "0"], ["created", "0"], ["created", "1"]]
+    );
+    assert!(!lab.exists(&lab.keys.session(sessions[0])).await);
+    assert_eq!(
+        lab.field(&lab.keys.session(sessions[2]), "user_id").await,
+        Some(user.to_string())
+    );
+    assert_eq!(
+        lab.members(&set).await,
+        [sessions[1].to_string(), sessions[2].to_string()]
+    );
+}
+
+#[tokio::test]
+async fn reserve_password_check_lua_counts_before_checking_and_spares_known_addresses() {
+    // Arrange: 2 failures per account and address, 3 per address, a budget of 2.
+    let mut lab = Lab::new().await;
+    let account = "ann@example.com";
+    async fn reserve(lab: &mut Lab, account: &str, address: &str) -> Vec<String> {
+        let keys = vec![
+            lab.keys.password_failures(account, address),
+            lab.keys.address_failures(address),
+            lab.keys.password_budget(account),
+            lab.keys.known_addresses(account),
+        ];
+        let args = strings(&[address, "2", "3", "900", "2", "60000"]);
+        texts(&value::array(
+            lab.run(&RESERVE_PASSWORD_CHECK, &keys, &args).await,
+        ))
+    }
+
+    // Act: two unknown addresses spend the budget; the owner's address is known.
+    let first = reserve(&mut lab, account, "192.0.2.1").await;
+    let second = reserve(&mut lab, account, "192.0.2.2").await;
+    let third = reserve(&mut lab, account, "192.0.2.3").await;
+    let passed_keys = vec![
+        lab.keys.password_failures(account, "192.0.2.9"),
+        lab.keys.address_failures("192.0.2.9"),
+        lab.keys.known_addresses(account),
+    ];
+    lab.run(
+        &PASSWORD_CHECK_PASSED,
+        &passed_keys,
+        &strings(&["192.0.2.9", "10", "3600"]),
+    )
+    .await;
+    let owner = reserve(&mut lab, account, "192.0.2.9").await;
+    lab.run(
+        &PASSWORD_CHECK_PASSED,
+        &passed_keys,
+        &strings(&["192.0.2.9", "10", "3600"]),
+    )
+    .await;
+    let owner_again = reserve(&mut lab, account, "192.0.2.9").await;
+    let owner_third = reserve(&mut lab, account, "192.0.2.9").await;
+    let owner_refused = reserve(&mut lab, account, "192.0.2.9").await;
+
+    // Assert
+    assert_eq!(first[..2], ["reserved", "unknown"]);
+    assert_eq!(second[..2], ["reserved", "unknown"]);
+    assert_eq!(third[..2], ["refused", "account"], "the budget is spent");
+    let wait_ms: u64 = third[2].parse().expect("ms");
+    assert!((1..=60_000).contains(&wait_ms), "{wait_ms}");
+    assert_eq!(
+        owner,
+        ["reserved", "known"],
+        "the budget never refuses a known address"
+    );
+    assert_eq!(
+        owner_again,
+        ["reserved", "known"],
+        "a success forgave the reservation"
+    );
+    assert_eq!(owner_third, ["reserved", "known"]);
+    assert_eq!(
+        owner_refused[..2],
+        ["refused", "address"],
+        "2 unreported checks count as failures"
+    );
+    let failures = lab
+        .field_value(&lab.keys.address_failures("192.0.2.9"))
+        .await;
+    assert_eq!(failures.as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn take_write_token_lua_allows_a_burst_then_one_per_refill_interval() {
+    // Arrange: bursts of 3, one token back every 200 ms.
+    let mut lab = Lab::new().await;
+    let keys = vec![lab.keys.write_bucket(Uuid::new_v4())];
+    let args = strings(&["3", "200"]);
+
+    // Act
+    let mut burst = Vec::new();
+    for _ in 0..4 {
+        burst.push(texts(&value::array(
+            lab.run(&TAKE_WRITE_TOKEN, &keys, &args).await,
+        )));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let after_refill = texts(&value::array(
+        lab.run(&TAKE_WRITE_TOKEN, &keys, &args).await,
+    ));
+    let again = texts(&value::array(
+        lab.run(&TAKE_WRITE_TOKEN, &keys, &args).await,
+    ));
+
+    // Assert
+    assert_eq!(burst[..3], [["taken"], ["taken"], ["taken"]]);
+    assert_eq!(burst[3][0], "limited");
+    let wait_ms: u64 = burst[3][1].parse().expect("ms");
+    assert!((1..=200).contains(&wait_ms), "{wait_ms}");
+    assert_eq!(after_refill, ["taken"]);
+    assert_eq!(again[0], "limited");
 }
 
 #[tokio::test]

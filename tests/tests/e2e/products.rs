@@ -309,6 +309,42 @@ async fn the_catalog_filters_by_category_inclusive_price_range_and_name() {
 }
 
 #[tokio::test]
+async fn a_sparse_search_examines_at_most_500_products_per_request_and_goes_on_by_cursor() {
+    // Arrange: the one match is the oldest of 520 products.
+    let (_stack, api, admin) = admin_stack().await;
+    let needle = id_of(&create_product(&api, &admin, json!({"name": "Needle"})).await);
+    for batch in 0..13 {
+        futures_util::future::join_all((0..40).map(|n| {
+            let name = format!("Hay {batch}-{n}");
+            let (api, admin) = (api.clone(), admin.clone());
+            async move { create_product(&api, &admin, json!({"name": name})).await }
+        }))
+        .await;
+    }
+
+    // Act: newest first, the needle lies past the examination budget.
+    let first = expect(
+        api.list_products("?q=needle&limit=10").await,
+        StatusCode::OK,
+    )
+    .await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a cursor past the budget");
+    let second = expect(
+        api.list_products(&format!("?q=needle&limit=10&cursor={cursor}"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // Assert: a short (empty) page with a cursor, then the match.
+    assert_eq!(ids(&first), Vec::<String>::new(), "{first}");
+    assert_eq!(ids(&second), [needle], "{second}");
+    assert_eq!(second["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
 async fn paging_returns_every_product_once_in_every_sort_and_20_by_default() {
     // Arrange: 21 products with distinct prices (100..2100) in shuffled order.
     let (_stack, api, admin) = admin_stack().await;

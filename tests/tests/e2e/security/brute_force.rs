@@ -1,15 +1,18 @@
-//! Guessing passwords: nginx brakes sign-ins per client address, the API
-//! locks an account per email for a time that grows and is capped, and a
-//! wrong email costs the same time as a wrong password.
+//! Guessing passwords: nginx brakes sign-ins per client address; the API
+//! reserves every password check (sign-in, password change) before hashing
+//! and throttles failures per account and address and per address, while an
+//! account's checks from unknown addresses share a budget; none of it can be
+//! turned against the owner at another address. A wrong email costs the same
+//! time as a wrong password.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use evergreen_api::config::AuthSettings;
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, TestStack};
 use evergreen_tests::client::{Api, expect, expect_problem};
 use evergreen_tests::gateway::Gateway;
 use evergreen_tests::redis_ha::RedisHaOptions;
-use evergreen_tests::wait;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -22,16 +25,19 @@ fn retry_after(response: &reqwest::Response) -> u64 {
         .expect("Retry-After in seconds")
 }
 
-/// A stack whose one instance locks accounts after `failures` failures,
-/// first for `base` seconds, at most for `max`.
-async fn stack_with_lock(failures: u64, base: u64, max: u64) -> TestStack {
+/// A stack whose one instance throttles password checks with `change`d settings.
+async fn stack_with(change: impl FnOnce(&mut AuthSettings)) -> TestStack {
     let mut stack = TestStack::start_with(0, RedisHaOptions::default()).await;
     let mut settings = stack.settings();
-    settings.auth.login_max_failures = failures;
-    settings.auth.login_lock_base_secs = base;
-    settings.auth.login_lock_max_secs = max;
+    change(&mut settings.auth);
     stack.spawn_app_with(settings).await;
     stack
+}
+
+/// Password checks instance 0 has run (argon2 verifications) so far.
+fn checks_run(stack: &TestStack) -> u64 {
+    let checks = &stack.apps[0].state.metrics.password_checks;
+    checks.with_label_values(&["passed"]).get() + checks.with_label_values(&["failed"]).get()
 }
 
 #[tokio::test]
@@ -93,64 +99,6 @@ async fn nginx_brakes_sign_ins_per_client_address_with_retry_after() {
     expect(bystander_attempt, StatusCode::OK).await;
 }
 
-#[tokio::test]
-async fn an_account_lock_ends_by_itself_grows_with_each_failure_and_is_capped() {
-    // Arrange: lock after 3 failures, for 1 s, doubling, at most 2 s.
-    let stack = stack_with_lock(3, 1, 2).await;
-    let api = stack.api(0);
-    let customer = stack.customer().await;
-    let wrong = |api: &Api| {
-        let (api, email) = (api.clone(), customer.email.clone());
-        async move { api.login(&email, "wrong-password").await }
-    };
-    for _ in 0..3 {
-        expect(wrong(&api).await, StatusCode::UNAUTHORIZED).await;
-    }
-
-    // Act + Assert: locked for 1 s; even the right password waits.
-    let locked = api.login(&customer.email, &customer.password).await;
-    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(retry_after(&locked), 1);
-    // After the lock, one more failure locks for 2 s (doubled).
-    lock_ended(&stack, &customer.email).await;
-    expect(wrong(&api).await, StatusCode::UNAUTHORIZED).await;
-    let doubled = api.login(&customer.email, &customer.password).await;
-    assert_eq!(doubled.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(retry_after(&doubled), 2);
-    // And one more stays at the 2 s cap instead of 4 s.
-    lock_ended(&stack, &customer.email).await;
-    expect(wrong(&api).await, StatusCode::UNAUTHORIZED).await;
-    let capped = api.login(&customer.email, &customer.password).await;
-    assert_eq!(capped.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(retry_after(&capped), 2);
-    // The owner gets in once the lock ends, and that forgives the failures.
-    lock_ended(&stack, &customer.email).await;
-    api.login_ok(&customer.email, &customer.password).await;
-    expect(wrong(&api).await, StatusCode::UNAUTHORIZED).await;
-    api.login_ok(&customer.email, &customer.password).await;
-}
-
-/// Waits (polling the lock's key, which no attempt touches) until the
-/// account's lock has expired.
-async fn lock_ended(stack: &TestStack, email: &str) {
-    let keys = evergreen_api::redis::Keys::new(stack.key_prefix.clone());
-    let key = keys.login_lock(email);
-    let master = stack.redis.master_port().await;
-    let connection = stack.redis.connection(master).await;
-    wait::until("the account lock to end", Duration::from_secs(10), || {
-        let (key, mut connection) = (key.clone(), connection.clone());
-        async move {
-            let pttl: i64 = redis::cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| e.to_string())?;
-            (pttl == -2).then_some(()).ok_or(format!("{pttl} ms left"))
-        }
-    })
-    .await;
-}
-
 fn median(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
@@ -158,8 +106,12 @@ fn median(samples: &mut [f64]) -> f64 {
 
 #[tokio::test]
 async fn a_wrong_email_takes_as_long_as_a_wrong_password() {
-    // Arrange: no lock in the way of 25 failures on one account.
-    let stack = stack_with_lock(1000, 1, 1).await;
+    // Arrange: no throttling in the way of 28 failures on one account.
+    let stack = stack_with(|auth| {
+        auth.password_failures_per_account_and_address = 1000;
+        auth.password_checks_per_account_burst = 1000;
+    })
+    .await;
     let api = stack.api(0);
     let customer = stack.customer().await;
     let mut unknown_email = Vec::new();
@@ -198,32 +150,178 @@ async fn a_wrong_email_takes_as_long_as_a_wrong_password() {
 }
 
 #[tokio::test]
-async fn five_failed_logins_lock_the_account_with_retry_after() {
-    // Arrange
+async fn a_strangers_wrong_guesses_never_keep_the_owner_out_at_another_address() {
+    // Arrange: the default allowance, 5 failures per account and address.
     let stack = TestStack::start().await;
-    let api = stack.api(0);
-    let customer = stack.customer().await;
-    for attempt in 1..=5 {
-        let response = api.login(&customer.email, "wrong-password").await;
-        assert_eq!(
-            response.status(),
-            StatusCode::UNAUTHORIZED,
-            "attempt {attempt}"
+    let base_url = stack.apps[0].base_url.clone();
+    let (attacker, owner_elsewhere) = (
+        Api::from_address(&base_url, 2),
+        Api::from_address(&base_url, 3),
+    );
+    let victim = stack.customer().await;
+
+    // Act: 7 wrong passwords from the attacker's address.
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(
+            attacker
+                .login(&victim.email, "wrong-password")
+                .await
+                .status(),
         );
     }
+    let owner_at_attackers_address = attacker.login(&victim.email, &victim.password).await;
+    let owner = owner_elsewhere.login(&victim.email, &victim.password).await;
 
-    // Act: the right password, too late.
-    let response = api.login(&customer.email, &customer.password).await;
-
-    // Assert
-    let retry_after = header(&response, "retry-after");
-    expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
-    let seconds: u64 = retry_after
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .expect("Retry-After in seconds");
+    // Assert: the attacker's address is refused for this account after 5,
+    // even with the right password; the owner elsewhere signs in.
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5], "{statuses:?}");
+    assert_eq!(
+        statuses[5..],
+        [StatusCode::TOO_MANY_REQUESTS; 2],
+        "{statuses:?}"
+    );
+    let seconds = retry_after(&owner_at_attackers_address);
     assert!((1..=900).contains(&seconds), "Retry-After {seconds}");
-    // Per account: another account signs in as usual, and existing sessions live on.
-    api.login_ok(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    expect(api.me(&customer.access_token).await, StatusCode::OK).await;
+    expect_problem(
+        owner_at_attackers_address,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+    )
+    .await;
+    expect(owner, StatusCode::OK).await;
+    assert_eq!(
+        checks_run(&stack),
+        1 + 5 + 1,
+        "sign-up login, 5 guesses, the owner"
+    );
+}
+
+#[tokio::test]
+async fn forty_guesses_at_once_from_forty_addresses_run_at_most_the_accounts_budget() {
+    // Arrange: the default budget (10 checks in a burst from addresses the
+    // account never signed in from). The owner signed in from 127.0.0.3 before.
+    let stack = TestStack::start().await;
+    let base_url = stack.apps[0].base_url.clone();
+    let victim = stack.customer().await;
+    let owner_home = Api::from_address(&base_url, 3);
+    owner_home.login_ok(&victim.email, &victim.password).await;
+    let before = checks_run(&stack);
+
+    // Act: 40 wrong guesses at the same moment, each from its own address.
+    let attackers: Vec<Api> = (10..50)
+        .map(|last| Api::from_address(&base_url, last))
+        .collect();
+    let guesses = join_all(
+        attackers
+            .iter()
+            .map(|a| a.login(&victim.email, "wrong-password")),
+    )
+    .await;
+    let checked = checks_run(&stack) - before;
+    let owner_at_home = owner_home.login(&victim.email, &victim.password).await;
+    let owner_travelling = Api::from_address(&base_url, 200)
+        .login(&victim.email, &victim.password)
+        .await;
+
+    // Assert: at most the budget was hashed; the rest got 429 at once.
+    let unauthorized = guesses
+        .iter()
+        .filter(|r| r.status() == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused: Vec<_> = guesses
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    println!(
+        "40 guesses at once: {unauthorized} checked (401), {} refused (429), {checked} password checks run",
+        refused.len()
+    );
+    assert_eq!(unauthorized + refused.len(), 40);
+    assert!(
+        checked <= 10,
+        "{checked} password checks for a budget of 10"
+    );
+    assert_eq!(checked, unauthorized as u64);
+    assert!(refused.iter().all(|r| (1..=6).contains(&retry_after(r))));
+    // The owner at an address it signed in from is never refused by the
+    // budget; from a new one it is slowed down, not locked out.
+    expect(owner_at_home, StatusCode::OK).await;
+    assert_eq!(owner_travelling.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait = retry_after(&owner_travelling);
+    assert!((1..=6).contains(&wait), "Retry-After {wait}");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    Api::from_address(&base_url, 200)
+        .login_ok(&victim.email, &victim.password)
+        .await;
+}
+
+#[tokio::test]
+async fn a_wrong_current_password_is_throttled_like_a_sign_in() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let base_url = stack.apps[0].base_url.clone();
+    let thief = Api::from_address(&base_url, 2);
+    let victim = stack.customer().await;
+    let change =
+        |current: &str| json!({"password": "a-new-password-123", "current_password": current});
+    let before = checks_run(&stack);
+
+    // Act: a stolen access token guessing the current password.
+    let mut statuses = Vec::new();
+    for n in 0..8 {
+        let body = change(&format!("guess-{n}"));
+        statuses.push(thief.update_me(&victim.access_token, &body).await.status());
+    }
+    let checked = checks_run(&stack) - before;
+    let owner = Api::from_address(&base_url, 3)
+        .update_me(&victim.access_token, &change(&victim.password))
+        .await;
+
+    // Assert: 5 checked (422), then 429 without hashing; the owner elsewhere changes it.
+    assert_eq!(
+        statuses[..5],
+        [StatusCode::UNPROCESSABLE_ENTITY; 5],
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses[5..],
+        [StatusCode::TOO_MANY_REQUESTS; 3],
+        "{statuses:?}"
+    );
+    assert_eq!(checked, 5);
+    expect(owner, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn behind_nginx_failures_count_for_the_real_client_whatever_it_claims() {
+    // Arrange: nginx in front of an API that trusts it (and only it) to name
+    // the client in X-Real-IP.
+    let gateway = Gateway::start(1).await;
+    let base_url = gateway.nginx.base_url();
+    let (attacker, owner) = (
+        Api::from_address(&base_url, 2),
+        Api::from_address(&base_url, 3),
+    );
+    let victim = owner.new_customer().await;
+
+    // Act: 6 wrong passwords, each claiming another client address.
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let response = attacker
+            .raw(reqwest::Method::POST, "/api/v1/auth/login")
+            .header("X-Real-IP", format!("203.0.113.{n}"))
+            .header("X-Forwarded-For", format!("198.51.100.{n}"))
+            .json(&json!({"email": victim.email, "password": "wrong-password"}))
+            .send()
+            .await
+            .expect("nginx answers");
+        statuses.push(response.status());
+    }
+    let owner_signs_in = owner.login(&victim.email, &victim.password).await;
+
+    // Assert: counted for 127.0.0.2 all the same; the owner at 127.0.0.3 is in.
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5], "{statuses:?}");
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    expect(owner_signs_in, StatusCode::OK).await;
 }

@@ -5,8 +5,15 @@
 //!   misused tokens, and tokens of ended sessions, on every replica;
 //! - `authorization`: every route for anonymous callers, customers, another
 //!   customer and admins, and mass assignment;
-//! - `brute_force`: nginx's per-address brake, the per-account lock and its
-//!   bounds, and the timing of wrong email vs wrong password;
+//! - `brute_force`: nginx's per-address brake; password checks (sign-in,
+//!   password change) reserved before hashing and throttled per account and
+//!   address, per address and by an account's budget for unknown addresses,
+//!   never locking the owner out; the real client address behind nginx; the
+//!   timing of wrong email vs wrong password;
+//! - `bounded_resources`: sessions per user capped, least recently used
+//!   ending first;
+//! - `least_privilege`: the last admin cannot be taken away, even by two
+//!   admins at once;
 //! - `input`: huge, deep, malformed and out-of-range input, all 4xx with
 //!   nothing written;
 //! - `surface`: what an attacker can reach: Redis without a password,
@@ -18,9 +25,11 @@
 //! `schemathesis_findings`.
 
 mod authorization;
+mod bounded_resources;
 mod brute_force;
 mod dependencies;
 mod input;
+mod least_privilege;
 mod surface;
 mod tokens;
 
