@@ -80,12 +80,20 @@ async fn main() {
             auth_rate: "100000r/s".into(),
             auth_burst: 100_000,
             // The fuzzer reads the admin's email from responses and tries it
-            // with random passwords: the per-account lock (tested in the
-            // suite) would lock out the identity the fuzzer runs as.
-            api_env: vec![(
-                "EVERGREEN_AUTH__LOGIN_MAX_FAILURES".to_owned(),
-                "1000".to_owned(),
-            )],
+            // with random passwords, and signs in again and again: password
+            // throttling and the session cap (tested in the suite) would shut
+            // out or end the very identities the fuzzer runs as.
+            api_env: [
+                (
+                    "EVERGREEN_AUTH__PASSWORD_FAILURES_PER_ACCOUNT_AND_ADDRESS",
+                    "1000",
+                ),
+                ("EVERGREEN_AUTH__PASSWORD_FAILURES_PER_ADDRESS", "100000"),
+                ("EVERGREEN_AUTH__PASSWORD_CHECKS_PER_ACCOUNT_BURST", "1000"),
+                ("EVERGREEN_AUTH__SESSIONS_PER_USER", "1000"),
+            ]
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .to_vec(),
             ..GatewayOptions::default()
         },
     )
