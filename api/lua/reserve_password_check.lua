@@ -22,13 +22,20 @@
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local window = tonumber(ARGV[4])
-for i, limit in ipairs({tonumber(ARGV[2]), tonumber(ARGV[3])}) do
+local known = redis.call('ZSCORE', KEYS[4], ARGV[1])
+-- An address the account signed in from is not held to the limit of the
+-- address as a whole: others behind the same NAT cannot shut the owner out.
+local limits = {tonumber(ARGV[2])}
+if not known then
+  limits[2] = tonumber(ARGV[3])
+end
+for i, limit in ipairs(limits) do
   if tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then
     return {'refused', 'address', math.max(redis.call('PTTL', KEYS[i]), 1)}
   end
 end
 local origin = 'known'
-if not redis.call('ZSCORE', KEYS[4], ARGV[1]) then
+if not known then
   origin = 'unknown'
   local size, refill_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
   local budget = redis.call('HMGET', KEYS[3], 'tokens', 'at_ms')

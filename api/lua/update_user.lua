@@ -3,6 +3,7 @@
 -- KEYS[2]  the user's sessions (sorted set of session ids)
 -- KEYS[3]  the set of enabled admins' ids
 -- KEYS[4]  the hash of the user making the change (KEYS[1] for one's own)
+-- KEYS[5]  the user's sessions as kept before the cap (plain set; may be absent)
 -- ARGV[1]  session key prefix (a session key is prefix .. session id)
 -- ARGV[2]  which sessions to end: 'none' | 'all' | 'others'
 -- ARGV[3]  session id kept by 'others' (the caller's own)
@@ -53,6 +54,12 @@ if ARGV[2] ~= 'none' then
     if ARGV[2] == 'all' or session ~= ARGV[3] then
       redis.call('DEL', ARGV[1] .. session)
       redis.call('ZREM', KEYS[2], session)
+    end
+  end
+  for _, session in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if ARGV[2] == 'all' or session ~= ARGV[3] then
+      redis.call('DEL', ARGV[1] .. session)
+      redis.call('SREM', KEYS[5], session)
     end
   end
 end

@@ -30,6 +30,21 @@ impl ClientAddress {
     }
 }
 
+impl ClientAddress {
+    /// What throttling counts per: the address, or for IPv6 its /64, which
+    /// one subscriber usually holds whole (one address each would let a
+    /// single client guess from 2^64 "addresses").
+    pub fn throttle_key(&self) -> String {
+        match self.0 {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+            }
+        }
+    }
+}
+
 /// `::ffff:a.b.c.d` is a.b.c.d: one client, one address.
 fn canonical(address: IpAddr) -> IpAddr {
     match address {
@@ -85,5 +100,16 @@ mod tests {
         assert_eq!(garbage, ClientAddress(ip("10.151.7.200")));
         let mapped = ClientAddress::resolve(ip("::ffff:192.0.2.1"), None, &[]);
         assert_eq!(mapped, ClientAddress(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn throttling_counts_an_ipv6_client_by_its_slash_64() {
+        let one = ClientAddress(ip("2001:db8:1:2:aaaa::1")).throttle_key();
+        let same_subscriber = ClientAddress(ip("2001:db8:1:2:ffff:1:2:3")).throttle_key();
+        let other = ClientAddress(ip("2001:db8:1:3::1")).throttle_key();
+        assert_eq!(one, "2001:db8:1:2::/64");
+        assert_eq!(one, same_subscriber);
+        assert_ne!(one, other);
+        assert_eq!(ClientAddress(ip("192.0.2.7")).throttle_key(), "192.0.2.7");
     }
 }

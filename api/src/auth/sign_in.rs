@@ -28,24 +28,27 @@ pub async fn sign_in(
     let reservation = match checks.reserve(email, address).await {
         Ok(reservation) => reservation,
         Err(refused) => {
-            state
-                .metrics
-                .logins_failed
-                .with_label_values(&["throttled"])
-                .inc();
+            if matches!(refused, ApiError::TooManyRequests { .. }) {
+                state
+                    .metrics
+                    .logins_failed
+                    .with_label_values(&["throttled"])
+                    .inc();
+            }
             return Err(refused);
         }
     };
-    let stored = state.users().find_by_email(email).await?;
     // The same argon2 work whether or not the email exists: no account probing by timing.
-    let valid = state
-        .passwords
-        .verify(password, stored.as_ref().map(|s| s.password_hash.clone()))
+    let (valid, stored) = checks
+        .settle(reservation, async {
+            let stored = state.users().find_by_email(email).await?;
+            let hash = stored.as_ref().map(|s| s.password_hash.clone());
+            Ok((state.passwords.verify(password, hash).await?, stored))
+        })
         .await?;
     let user = match stored {
         Some(stored) if valid => stored.user,
         _ => {
-            checks.failed(reservation);
             state
                 .metrics
                 .logins_failed
@@ -54,7 +57,6 @@ pub async fn sign_in(
             return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.to_owned()));
         }
     };
-    checks.passed(reservation).await?;
     if user.disabled {
         state
             .metrics

@@ -48,7 +48,7 @@ impl PasswordChecks<'_> {
         account: &str,
         address: ClientAddress,
     ) -> Result<Reservation, ApiError> {
-        let address = address.to_string();
+        let address = address.throttle_key();
         let settings = self.settings;
         let call = scripts::RESERVE_PASSWORD_CHECK
             .call(&[
@@ -117,6 +117,52 @@ impl PasswordChecks<'_> {
     pub fn failed(&self, reservation: Reservation) {
         self.count("failed");
         drop(reservation);
+    }
+
+    /// The reserved check reached no verdict (Redis or the hashing threads
+    /// failed): it is given back, so an outage never counts against the
+    /// owner. Best effort: if Redis fails here too, it stays counted.
+    pub async fn release(&self, reservation: Reservation) {
+        let call = scripts::RELEASE_PASSWORD_CHECK
+            .call(&[
+                self.keys
+                    .password_failures(&reservation.account, &reservation.address),
+                self.keys.address_failures(&reservation.address),
+            ])
+            .to_owned();
+        if let Err(error) = self
+            .redis
+            .run_script_unconfirmed("password_check_release", call)
+            .await
+        {
+            tracing::warn!(%error, "a password check without verdict stays counted");
+        }
+    }
+
+    /// Runs `check` (the lookup and the hash) for `reservation`: a `true`
+    /// verdict is [`Self::passed`], `false` [`Self::failed`], an error
+    /// [`Self::release`]d.
+    pub async fn settle<T>(
+        &self,
+        reservation: Reservation,
+        check: impl Future<Output = Result<(bool, T), ApiError>>,
+    ) -> Result<(bool, T), ApiError> {
+        // On the heap: the lookup and the hash inline made a sign-in's
+        // future too deep for an actix worker's stack in debug builds.
+        match Box::pin(check).await {
+            Ok((true, found)) => {
+                self.passed(reservation).await?;
+                Ok((true, found))
+            }
+            Ok((false, found)) => {
+                self.failed(reservation);
+                Ok((false, found))
+            }
+            Err(error) => {
+                self.release(reservation).await;
+                Err(error)
+            }
+        }
     }
 
     fn count(&self, outcome: &str) {

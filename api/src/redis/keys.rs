@@ -41,6 +41,12 @@ impl Keys {
     pub fn user_sessions_prefix(&self) -> String {
         format!("{}user-sessions-by-use:", self.prefix)
     }
+    /// Set: session ids of one user as versions before the session cap kept
+    /// them (unordered); still walked when a user's sessions end, until
+    /// they expire (30 days after their last login).
+    pub fn legacy_user_sessions(&self, user_id: Uuid) -> String {
+        format!("{}user-sessions:{user_id}", self.prefix)
+    }
     /// Set: ids of the enabled admins, so that the last one is never removed.
     pub fn admins(&self) -> String {
         format!("{}admins", self.prefix)

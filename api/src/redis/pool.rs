@@ -517,22 +517,13 @@ impl Redis {
     ) -> Result<T, RedisError> {
         let started = Instant::now();
         let result = match self.admit(role) {
-            Ok(_probe) if role == Role::Master => {
-                match self
-                    .abandoned_on_master_change(self.bounded(operation))
-                    .await
-                {
-                    Some(result) => {
-                        self.note_master_outcome(&result);
-                        result
-                    }
-                    // Not the new master's failure: nothing to note.
-                    None => Err(RedisError::Unavailable(
-                        "the Redis master changed during the operation".to_owned(),
-                    )),
+            Ok(_probe) => {
+                let result = self.bounded(operation).await;
+                if role == Role::Master {
+                    self.note_master_outcome(&result);
                 }
+                result
             }
-            Ok(_probe) => self.bounded(operation).await,
             Err(refused) => Err(refused),
         };
         self.metrics
@@ -551,10 +542,15 @@ impl Redis {
         let (mut replies, addr) = loop {
             attempt += 1;
             let mut connection = self.checkout(Role::Master, None).await?;
-            match with_wait
-                .query_async::<Vec<Value>>(&mut connection.connection)
-                .await
-            {
+            let epoch = connection.epoch;
+            let query = with_wait.query_async::<Vec<Value>>(&mut connection.connection);
+            let Some(answer) = self.unless_master_moves_on(epoch, query).await else {
+                // Sent to a master that is being replaced: it may or may not
+                // be applied (and survive). The idempotency key makes the
+                // client's retry safe.
+                return Err(RedisError::Unconfirmed);
+            };
+            match answer {
                 Ok(replies) => break (replies, connection.addr.clone()),
                 Err(error) => {
                     let retry = attempt == 1 && (is_readonly(&error) || is_noscript(&error));
@@ -611,7 +607,20 @@ impl Redis {
     ) -> Result<T, RedisError> {
         self.attempt(role, op, async {
             let mut connection = self.checkout(role, avoid).await?;
-            match pipe.query_async::<T>(&mut connection.connection).await {
+            let epoch = connection.epoch;
+            let query = pipe.query_async::<T>(&mut connection.connection);
+            let answer = if role == Role::Master {
+                self.unless_master_moves_on(epoch, query)
+                    .await
+                    .ok_or_else(|| {
+                        RedisError::Unavailable(
+                            "the Redis master changed during the operation".to_owned(),
+                        )
+                    })?
+            } else {
+                query.await
+            };
+            match answer {
                 Ok(value) => Ok(value),
                 Err(error) => {
                     *failed = Some(connection.addr.clone());
@@ -695,19 +704,23 @@ impl Redis {
         }
     }
 
-    /// Runs a master operation unless the watcher publishes a new master
-    /// first (`None`). An operation stuck on a paused or vanished master
-    /// would otherwise hold its client for the whole command timeout after
-    /// the failover ended (measured: writes came back 2 s after the switch).
-    /// Like a timeout, abandoning a write never says it was not applied: the
-    /// caller answers 503 and the idempotency key makes the retry safe.
-    async fn abandoned_on_master_change<T>(&self, operation: impl Future<Output = T>) -> Option<T> {
+    /// Waits for a query sent on a master connection of `epoch`, unless the
+    /// watcher publishes a newer master first (`None`). A query stuck on a
+    /// paused or vanished master would otherwise hold its client for the
+    /// whole command timeout after the failover ended (measured: writes came
+    /// back 2 s after the switch). Like a timeout, giving up never says the
+    /// command was not applied. An answer that is ready wins (`biased`).
+    async fn unless_master_moves_on<T>(
+        &self,
+        epoch: u64,
+        query: impl Future<Output = T>,
+    ) -> Option<T> {
         let mut topology = self.watcher.topology.subscribe();
-        let epoch = topology.borrow().master_epoch;
         // On the heap: inline, the debug build's futures overflow a worker's stack.
-        let operation = Box::pin(operation);
+        let query = Box::pin(query);
         tokio::select! {
-            result = operation => Some(result),
+            biased;
+            answer = query => Some(answer),
             // The sender lives in `self.watcher`: this never ends with an error.
             _ = topology.wait_for(|t| t.master_epoch != epoch) => None,
         }

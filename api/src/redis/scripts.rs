@@ -114,10 +114,11 @@ script!(CANCEL, "cancel");
 script!(CREATE_SESSION, "create_session");
 script!(RESERVE_PASSWORD_CHECK, "reserve_password_check");
 script!(PASSWORD_CHECK_PASSED, "password_check_passed");
+script!(RELEASE_PASSWORD_CHECK, "release_password_check");
 script!(TAKE_WRITE_TOKEN, "take_write_token");
 
 /// Every script, for [`load_all`].
-pub fn all() -> [&'static Script; 13] {
+pub fn all() -> [&'static Script; 14] {
     [
         &REGISTER,
         &REFRESH_SESSION,
@@ -131,6 +132,7 @@ pub fn all() -> [&'static Script; 13] {
         &CREATE_SESSION,
         &RESERVE_PASSWORD_CHECK,
         &PASSWORD_CHECK_PASSED,
+        &RELEASE_PASSWORD_CHECK,
         &TAKE_WRITE_TOKEN,
     ]
 }

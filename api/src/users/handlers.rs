@@ -102,19 +102,20 @@ async fn new_password_hash(
         .ok_or_else(user_not_found)?;
     let checks = state.password_checks();
     let reservation = checks.reserve(&stored.user.email, address).await?;
-    if !state
-        .passwords
-        .verify(current, Some(stored.password_hash))
-        .await?
-    {
-        checks.failed(reservation);
+    let verify = async {
+        let valid = state
+            .passwords
+            .verify(current, Some(stored.password_hash))
+            .await?;
+        Ok((valid, ()))
+    };
+    if !checks.settle(reservation, verify).await?.0 {
         return Err(ApiError::invalid_field(
             "current_password",
             "mismatch",
             "is not the current password",
         ));
     }
-    checks.passed(reservation).await?;
     state.passwords.hash(password).await
 }
 

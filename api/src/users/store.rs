@@ -195,6 +195,7 @@ impl UserStore<'_> {
             self.keys.user_sessions(id),
             self.keys.admins(),
             self.keys.user(by),
+            self.keys.legacy_user_sessions(id),
         ]);
         call.arg(self.keys.session_prefix()).arg(mode).arg(keep);
         for (field, value) in changes.fields() {

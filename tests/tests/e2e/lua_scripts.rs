@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use evergreen_api::redis::keys::{self, Keys, ProductOrder};
 use evergreen_api::redis::scripts::{
     self, ARCHIVE_PRODUCT, CANCEL, CREATE_PRODUCT, CREATE_SESSION, PASSWORD_CHECK_PASSED, PURCHASE,
-    REFRESH_SESSION, REGISTER, RESERVE_PASSWORD_CHECK, STOCK_DELTA, Script, TAKE_WRITE_TOKEN,
-    UPDATE_PRODUCT, UPDATE_USER,
+    REFRESH_SESSION, REGISTER, RELEASE_PASSWORD_CHECK, RESERVE_PASSWORD_CHECK, STOCK_DELTA, Script,
+    TAKE_WRITE_TOKEN, UPDATE_PRODUCT, UPDATE_USER,
 };
 use evergreen_api::redis::value;
 use evergreen_tests::app::TestStack;
@@ -384,16 +384,21 @@ async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
         .query_async(&mut lab.redis)
         .await
         .expect("HSET");
-    for session in &sessions {
-        let _: () = redis::pipe()
-            .cmd("HSET")
+    // The last session is listed as versions before the session cap did.
+    let legacy_key = lab.keys.legacy_user_sessions(user);
+    for (n, session) in sessions.iter().enumerate() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
             .arg(lab.keys.session(*session))
             .arg("user_id")
             .arg(user.to_string())
-            .ignore()
-            .cmd("ZADD")
-            .arg(&set_key)
-            .arg(1)
+            .ignore();
+        if n < 2 {
+            pipe.cmd("ZADD").arg(&set_key).arg(1);
+        } else {
+            pipe.cmd("SADD").arg(&legacy_key);
+        }
+        let _: () = pipe
             .arg(session.to_string())
             .ignore()
             .query_async(&mut lab.redis)
@@ -405,6 +410,7 @@ async fn update_user_lua_sets_fields_and_ends_the_sessions_it_is_told_to() {
         set_key.clone(),
         lab.keys.admins(),
         user_key.clone(),
+        legacy_key.clone(),
     ];
     let prefix = lab.keys.session_prefix();
 
@@ -638,6 +644,38 @@ async fn reserve_password_check_lua_counts_before_checking_and_spares_known_addr
         .field_value(&lab.keys.address_failures("192.0.2.9"))
         .await;
     assert_eq!(failures.as_deref(), Some("2"));
+
+    // A check that reached no verdict is given back.
+    let release_keys = vec![
+        lab.keys.password_failures(account, "192.0.2.9"),
+        lab.keys.address_failures("192.0.2.9"),
+    ];
+    let released = lab.run(&RELEASE_PASSWORD_CHECK, &release_keys, &[]).await;
+    assert_eq!(texts(&value::array(released)), ["released"]);
+    assert_eq!(
+        reserve(&mut lab, account, "192.0.2.9").await,
+        ["reserved", "known"]
+    );
+
+    // Others behind the owner's address (a NAT) spend its address-wide
+    // allowance: the owner's account is not refused there, another is.
+    lab.run(&RELEASE_PASSWORD_CHECK, &release_keys, &[]).await;
+    let _: () = redis::cmd("SET")
+        .arg(lab.keys.address_failures("192.0.2.9"))
+        .arg(3)
+        .arg("EX")
+        .arg(900)
+        .query_async(&mut lab.redis)
+        .await
+        .expect("SET");
+    assert_eq!(
+        reserve(&mut lab, account, "192.0.2.9").await,
+        ["reserved", "known"]
+    );
+    assert_eq!(
+        reserve(&mut lab, "bob@example.com", "192.0.2.9").await[..2],
+        ["refused", "address"]
+    );
 }
 
 #[tokio::test]
