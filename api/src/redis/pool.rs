@@ -400,15 +400,13 @@ impl Redis {
         };
         self.bounded(async {
             if !self.read_from_replicas {
-                return self.run(Role::Master, op, pipe, None, &mut None).await;
+                return self.read_on_master(op, pipe).await;
             }
             let skipped_master = self.master_suspect();
             if !skipped_master {
-                let from_master = tokio::time::timeout(
-                    LATEST_READ_MASTER_BUDGET,
-                    self.run(Role::Master, op, pipe, None, &mut None),
-                )
-                .await;
+                let from_master =
+                    tokio::time::timeout(LATEST_READ_MASTER_BUDGET, self.read_on_master(op, pipe))
+                        .await;
                 match from_master {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(error @ (RedisError::Unexpected(_) | RedisError::CutOff))) => {
@@ -424,7 +422,7 @@ impl Redis {
                 // resyncing right after a failover): a master skipped on
                 // suspicion may well answer by now.
                 Err(RedisError::Unavailable(_)) if skipped_master => {
-                    self.run(Role::Master, op, pipe, None, &mut None).await
+                    self.read_on_master(op, pipe).await
                 }
                 Err(error) => Err(error),
             }
@@ -456,7 +454,26 @@ impl Redis {
         op: &'static str,
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
-        self.run(Role::Master, op, pipe, None, &mut None).await
+        self.read_on_master(op, pipe).await
+    }
+
+    /// A read on the master, asked again of the new master when the master
+    /// changed while it was under way (a read is safe to repeat; a query
+    /// stuck on the old master is abandoned at the change).
+    async fn read_on_master<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, RedisError> {
+        let epoch = self.watcher.topology.borrow().master_epoch;
+        match self.run(Role::Master, op, pipe, None, &mut None).await {
+            Err(RedisError::Unavailable(_))
+                if self.watcher.topology.borrow().master_epoch != epoch =>
+            {
+                self.run(Role::Master, op, pipe, None, &mut None).await
+            }
+            other => other,
+        }
     }
 
     /// A write whose loss in a failover is harmless (counters, markers): no `WAIT`.
