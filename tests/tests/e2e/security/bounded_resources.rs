@@ -31,13 +31,15 @@ async fn one_customer_writing_in_a_loop_gets_429_past_its_allowance_and_nobody_e
     let order = json!({"items": [{"product_id": product["id"], "quantity": 1}]});
     let (greedy, other) = (stack.customer().await, stack.customer().await);
 
-    // Act: 30 purchases at once by one customer, then one by another.
-    let attempts = join_all((0..30).map(|_| {
+    // Act: 40 purchases at once by one customer, then one by another.
+    let sent = std::time::Instant::now();
+    let attempts = join_all((0..40).map(|_| {
         let key = uuid::Uuid::new_v4().to_string();
         let (api, token, order) = (api.clone(), greedy.access_token.clone(), order.clone());
         async move { api.purchase(&token, Some(&key), &order).await }
     }))
     .await;
+    let took = sent.elapsed();
     let others_purchase = api
         .purchase(
             &other.access_token,
@@ -46,7 +48,8 @@ async fn one_customer_writing_in_a_loop_gets_429_past_its_allowance_and_nobody_e
         )
         .await;
 
-    // Assert: exactly the burst went through; the rest changed nothing.
+    // Assert: the burst went through, plus one token per 100 ms the requests
+    // took to arrive (a busy machine spreads them out); the rest changed nothing.
     let created = attempts
         .iter()
         .filter(|r| r.status() == StatusCode::CREATED)
@@ -56,10 +59,15 @@ async fn one_customer_writing_in_a_loop_gets_429_past_its_allowance_and_nobody_e
         .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
         .collect();
     println!(
-        "30 purchases at once by one customer: {created} created, {} limited",
+        "40 purchases at once by one customer in {took:?}: {created} created, {} limited",
         limited.len()
     );
-    assert_eq!((created, limited.len()), (20, 10));
+    let refilled = (took.as_millis() / 100) as usize + 1;
+    assert!(
+        (20..=20 + refilled).contains(&created),
+        "{created} created in {took:?}"
+    );
+    assert_eq!(created + limited.len(), 40);
     let wait: u64 = header(&limited[0], "retry-after")
         .and_then(|v| v.parse().ok())
         .expect("Retry-After");
@@ -69,7 +77,7 @@ async fn one_customer_writing_in_a_loop_gets_429_past_its_allowance_and_nobody_e
     expect(others_purchase, StatusCode::CREATED).await;
     let stock =
         json(api.get_product(product["id"].as_str().expect("id")).await).await["stock"].clone();
-    assert_eq!(stock, 1000 - 21);
+    assert_eq!(stock, 1000 - created as i64 - 1);
     // The allowance comes back: one token every 100 ms.
     tokio::time::sleep(Duration::from_secs(wait)).await;
     let key = uuid::Uuid::new_v4().to_string();
@@ -173,7 +181,9 @@ async fn a_flood_of_reads_from_one_address_gets_429_from_nginx_and_others_read_o
     );
 
     // Act: 600 catalog reads at once from one address, then one from another.
+    let sent = std::time::Instant::now();
     let answers = join_all((0..600).map(|_| flood.list_products("?limit=1"))).await;
+    let took = sent.elapsed();
     let other = reader.list_products("?limit=1").await;
 
     // Assert: the burst (and what the rate adds meanwhile) passed, the rest got
@@ -187,11 +197,16 @@ async fn a_flood_of_reads_from_one_address_gets_429_from_nginx_and_others_read_o
         .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
         .collect();
     println!(
-        "600 reads at once from one address: {ok} served, {} limited by nginx",
+        "600 reads at once from one address in {took:?}: {ok} served, {} limited by nginx",
         limited.len()
     );
     assert_eq!(ok + limited.len(), 600);
-    assert!((200..400).contains(&ok), "{ok} served");
+    // The burst, plus one request per 10 ms the flood took to arrive.
+    let refilled = (took.as_millis() / 10) as usize + 1;
+    assert!(
+        (200..=200 + refilled).contains(&ok),
+        "{ok} served in {took:?}"
+    );
     let first = limited.into_iter().next().expect("one limited");
     let problem = expect_problem(first, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
     assert!(
