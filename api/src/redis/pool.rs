@@ -404,9 +404,11 @@ impl Redis {
             }
             let skipped_master = self.master_suspect();
             if !skipped_master {
-                let from_master =
-                    tokio::time::timeout(LATEST_READ_MASTER_BUDGET, self.read_on_master(op, pipe))
-                        .await;
+                let from_master = tokio::time::timeout(
+                    LATEST_READ_MASTER_BUDGET,
+                    Box::pin(self.read_on_master(op, pipe)),
+                )
+                .await;
                 match from_master {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(error @ (RedisError::Unexpected(_) | RedisError::CutOff))) => {
@@ -466,11 +468,13 @@ impl Redis {
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
         let epoch = self.watcher.topology.borrow().master_epoch;
-        match self.run(Role::Master, op, pipe, None, &mut None).await {
+        // Boxed: two inline copies of `run` made read_latest's future deep
+        // enough to overflow an actix worker's stack in debug builds.
+        match Box::pin(self.run(Role::Master, op, pipe, None, &mut None)).await {
             Err(RedisError::Unavailable(_))
                 if self.watcher.topology.borrow().master_epoch != epoch =>
             {
-                self.run(Role::Master, op, pipe, None, &mut None).await
+                Box::pin(self.run(Role::Master, op, pipe, None, &mut None)).await
             }
             other => other,
         }
@@ -750,7 +754,9 @@ impl Redis {
         &self,
         operation: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
-        tokio::time::timeout(self.operation_timeout, operation)
+        // Boxed: moving a large operation into `timeout` by value costs its
+        // whole size in stack, per level, in debug builds.
+        tokio::time::timeout(self.operation_timeout, Box::pin(operation))
             .await
             .unwrap_or_else(|_| {
                 Err(RedisError::Unavailable(
