@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET};
+use crate::child;
 use crate::lab::Lab;
 use crate::redis_ha::{RedisHa, RedisHaOptions, render};
 use crate::wait;
@@ -112,7 +113,7 @@ impl Dns {
         let hosts = dir.join("hosts");
         fs::write(&hosts, "").expect("hosts file");
         let log = fs::File::create(dir.join("dnsmasq.log")).expect("log file");
-        let child = Command::new("dnsmasq")
+        let child = child::command("dnsmasq")
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -181,8 +182,8 @@ impl ApiProcess {
             .expect("log file");
         let binary = api_binary();
         let mut command = match &self.namespace {
-            Some((lab, namespace)) => lab.command(namespace, &binary.to_string_lossy()),
-            None => Command::new(binary),
+            Some((lab, namespace)) => child::command_in(lab, namespace, &binary.to_string_lossy()),
+            None => child::command(binary),
         };
         let child = command
             .env_clear()
@@ -240,6 +241,13 @@ impl Drop for ApiProcess {
     }
 }
 
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// nginx from the shipped template, in front of the replicas.
 #[derive(Debug)]
 pub struct Nginx {
@@ -289,7 +297,7 @@ impl Nginx {
         fs::write(dir.join("nginx.conf"), main).expect("main config");
         let access_log = dir.join("access.log");
         let log = fs::File::create(&access_log).expect("log file");
-        let child = Command::new("nginx")
+        let child = child::command("nginx")
             .arg("-p")
             .arg(dir)
             .arg("-c")

@@ -13,6 +13,7 @@
 //! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
 
 pub mod app;
+pub mod child;
 pub mod client;
 pub mod compose;
 pub mod gateway;

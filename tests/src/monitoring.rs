@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::child;
 use crate::gateway::Gateway;
 use crate::wait;
 
@@ -206,7 +207,7 @@ impl Monitoring {
         ] {
             daemons.push(Daemon::spawn(
                 "prometheus-redis-exporter",
-                Command::new("prometheus-redis-exporter")
+                child::command("prometheus-redis-exporter")
                     .env("REDIS_PASSWORD", password)
                     .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                     .arg(format!("--redis.addr={first}"))
@@ -218,7 +219,7 @@ impl Monitoring {
         }
         daemons.push(Daemon::spawn(
             "prometheus-nginx-exporter",
-            Command::new("prometheus-nginx-exporter")
+            child::command("prometheus-nginx-exporter")
                 .arg(format!(
                     "-web.listen-address=127.0.0.1:{nginx_exporter_port}"
                 ))
@@ -238,7 +239,7 @@ impl Monitoring {
         fs::create_dir_all(d.join("alertmanager-data")).expect("dir");
         daemons.push(Daemon::spawn(
             "prometheus-alertmanager",
-            Command::new("prometheus-alertmanager")
+            child::command("prometheus-alertmanager")
                 .arg(format!(
                     "--config.file={}",
                     d.join("alertmanager.yml").display()
@@ -323,7 +324,7 @@ impl Monitoring {
         fs::write(d.join("prometheus.yml"), config).expect("prometheus.yml");
         daemons.push(Daemon::spawn(
             "prometheus",
-            Command::new("prometheus")
+            child::command("prometheus")
                 .arg(format!(
                     "--config.file={}",
                     d.join("prometheus.yml").display()

@@ -27,6 +27,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue};
 use tempfile::TempDir;
 
+use crate::child;
 use crate::lab::Lab;
 use crate::wait;
 
@@ -169,8 +170,8 @@ impl Node {
             Kind::Sentinel => "redis-sentinel",
         };
         let mut command = match &self.namespace {
-            Some((lab, namespace)) => lab.command(namespace, program),
-            None => Command::new(program),
+            Some((lab, namespace)) => child::command_in(lab, namespace, program),
+            None => child::command(program),
         };
         let child = command
             .arg(&self.config)
