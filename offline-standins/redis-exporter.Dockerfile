@@ -1,5 +1,5 @@
 # Stand-in for oliver006/redis_exporter:*-alpine (Debian 12's 1.45): the
-# exporter as entrypoint, configured by flags and REDIS_PASSWORD; wget for the
+# exporter as entrypoint, configured by flags, REDIS_USER and REDIS_PASSWORD; wget for the
 # healthcheck (busybox's in the alpine image).
 FROM debian:bookworm-slim
 RUN apt-get update -qq \

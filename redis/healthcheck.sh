@@ -1,8 +1,9 @@
 #!/bin/sh
 # healthcheck.sh data|sentinel
 #
-# The compose healthcheck of every Redis service. Passwords come from the
-# container's environment (REDISCLI_AUTH keeps them off the command line).
+# The compose healthcheck of every Redis service, signed in as the read-only
+# `monitor` user. The password comes from the container's environment
+# (REDISCLI_AUTH keeps it off the command line).
 #
 #   data      the node answers PING with its password: it is up and has
 #             loaded its data set (Redis answers LOADING until then). Not
@@ -14,12 +15,12 @@ set -eu
 
 case ${1:-} in
     data)
-        REDISCLI_AUTH=$REDIS_PASSWORD redis-cli --no-auth-warning \
-            -p "$REDIS_PORT" ping | grep -q '^PONG'
+        REDISCLI_AUTH=$REDIS_MONITOR_PASSWORD redis-cli --no-auth-warning \
+            --user monitor -p "$REDIS_PORT" ping | grep -q '^PONG'
         ;;
     sentinel)
-        REDISCLI_AUTH=$SENTINEL_PASSWORD redis-cli --no-auth-warning \
-            -p "$SENTINEL_PORT" sentinel ckquorum "$MASTER_NAME" | grep -q '^OK'
+        REDISCLI_AUTH=$REDIS_MONITOR_PASSWORD redis-cli --no-auth-warning \
+            --user monitor -p "$SENTINEL_PORT" sentinel ckquorum "$MASTER_NAME" | grep -q '^OK'
         ;;
     *)
         echo "usage: healthcheck.sh data|sentinel" >&2

@@ -74,9 +74,12 @@ pub struct RedisSettings {
     /// Name of the monitored master (`sentinel monitor <name> ...`).
     #[validate(length(min = 1))]
     pub master_name: String,
-    /// `requirepass` of the data nodes; empty disables AUTH.
+    /// The API's ACL user on the data nodes and the Sentinels (`user
+    /// evergreen-api` in `redis/*.conf.template`); empty: the `default` user.
+    pub username: String,
+    /// That user's password on the data nodes; empty disables AUTH.
     pub password: SecretString,
-    /// `requirepass` of the Sentinels; empty disables AUTH.
+    /// That user's password on the Sentinels; empty disables AUTH.
     pub sentinel_password: SecretString,
     /// Prefix of every key this service reads or writes.
     #[validate(length(min = 1, max = 64))]

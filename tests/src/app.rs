@@ -85,8 +85,10 @@ impl TestStack {
         ])
         .expect("test settings are valid");
         settings.redis.sentinels = self.redis.sentinel_addrs();
-        settings.redis.password = self.redis.password().to_owned().into();
-        settings.redis.sentinel_password = self.redis.sentinel_password().to_owned().into();
+        // The API's own ACL user, as in compose (its default `redis.username`).
+        let password = &self.redis.credentials().api;
+        settings.redis.password = password.clone().into();
+        settings.redis.sentinel_password = password.clone().into();
         settings.redis.key_prefix = self.key_prefix.clone();
         // Buyers in a loop (failover traffic, concurrency) write far faster
         // than a shopper: the per-user limit is tested apart, at its defaults

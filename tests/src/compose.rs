@@ -78,10 +78,15 @@ impl ComposeProject {
         let subnet_prefix = free_subnet_prefix();
         let env_file = tempfile::NamedTempFile::new().expect("env file");
         let env = format!(
-            "REDIS_PASSWORD={}\nSENTINEL_PASSWORD={}\nJWT_SECRET={}{}\nADMIN_PASSWORD={admin_password}\n\
+            "REDIS_ADMIN_PASSWORD={}\nREDIS_API_PASSWORD={}\nREDIS_REPLICATION_PASSWORD={}\n\
+             REDIS_SENTINEL_PASSWORD={}\nREDIS_MONITOR_PASSWORD={}\n\
+             JWT_SECRET={}{}\nADMIN_PASSWORD={admin_password}\n\
              GRAFANA_ADMIN_PASSWORD={}\n\
              HTTP_PORT={http_port}\nPROMETHEUS_PORT={prometheus_port}\nALERTMANAGER_PORT={alertmanager_port}\n\
              SUBNET_PREFIX={subnet_prefix}\n",
+            secret(),
+            secret(),
+            secret(),
             secret(),
             secret(),
             secret(),
@@ -232,8 +237,8 @@ impl ComposeProject {
         .await;
     }
 
-    /// `redis-cli` inside the first container of `service`, authenticated
-    /// with that container's own password variable.
+    /// `redis-cli` inside the first container of `service`, signed in as the
+    /// `admin` user (its password is in every Redis container's environment).
     ///
     /// # Panics
     /// When the container is not running or redis-cli fails.
@@ -250,13 +255,14 @@ impl ComposeProject {
             .into_iter()
             .next()
             .ok_or_else(|| format!("no container for {service}"))?;
-        let (password, port) = if service.starts_with("sentinel") {
-            ("SENTINEL_PASSWORD", "SENTINEL_PORT")
+        let port = if service.starts_with("sentinel") {
+            "SENTINEL_PORT"
         } else {
-            ("REDIS_PASSWORD", "REDIS_PORT")
+            "REDIS_PORT"
         };
-        let script =
-            format!("REDISCLI_AUTH=${password} exec redis-cli --no-auth-warning -p ${port} \"$@\"");
+        let script = format!(
+            "REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD exec redis-cli --no-auth-warning --user admin -p ${port} \"$@\""
+        );
         let output = Command::new("docker")
             .args(["exec", &id, "sh", "-c", &script, "redis-cli"])
             .args(args)

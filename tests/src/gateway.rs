@@ -459,11 +459,11 @@ impl Gateway {
             ),
             (
                 "EVERGREEN_REDIS__PASSWORD",
-                self.redis.password().to_owned(),
+                self.redis.credentials().api.clone(),
             ),
             (
                 "EVERGREEN_REDIS__SENTINEL_PASSWORD",
-                self.redis.sentinel_password().to_owned(),
+                self.redis.credentials().api.clone(),
             ),
             ("EVERGREEN_REDIS__KEY_PREFIX", self.key_prefix.clone()),
             // nginx reaches the replicas from loopback (or a lab's range):

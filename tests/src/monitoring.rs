@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::child;
 use crate::gateway::Gateway;
+use crate::redis_ha::users;
 use crate::wait;
 
 fn repo_file(path: &str) -> String {
@@ -177,9 +178,9 @@ impl Monitoring {
         ] = [(); 5].map(|()| wait::free_port());
         let mut daemons = Vec::new();
 
-        // Two redis_exporters, as in compose: the data nodes and the Sentinels
-        // have different passwords (taken from REDIS_PASSWORD, as the
-        // official image does).
+        // Two redis_exporters, as in compose (one per tier), each signed in as
+        // the read-only `monitor` user (REDIS_USER / REDIS_PASSWORD, as the
+        // official image reads them).
         let redis = &gateway.redis;
         let data_targets: Vec<String> = redis
             .data_ports()
@@ -191,24 +192,19 @@ impl Monitoring {
             .iter()
             .map(|a| format!("redis://{a}"))
             .collect();
-        for (name, port, password, first) in [
-            (
-                "redis-exporter",
-                redis_exporter_port,
-                redis.password(),
-                &data_targets[0],
-            ),
+        for (name, port, first) in [
+            ("redis-exporter", redis_exporter_port, &data_targets[0]),
             (
                 "sentinel-exporter",
                 sentinel_exporter_port,
-                redis.sentinel_password(),
                 &sentinel_targets[0],
             ),
         ] {
             daemons.push(Daemon::spawn(
                 "prometheus-redis-exporter",
                 child::command("prometheus-redis-exporter")
-                    .env("REDIS_PASSWORD", password)
+                    .env("REDIS_USER", users::MONITOR)
+                    .env("REDIS_PASSWORD", &redis.credentials().monitor)
                     .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                     .arg(format!("--redis.addr={first}"))
                     // Below Prometheus's scrape timeout (5 s): a paused node

@@ -53,6 +53,50 @@ const AGREEMENT_DEADLINE: Duration = Duration::from_secs(5);
 /// Lines of each log printed when a test panics.
 const LOG_TAIL_LINES: usize = 30;
 
+/// The ACL users of the shipped configs (`user ...` lines in
+/// `redis/*.conf.template`); their passwords are in [`Credentials`].
+pub mod users {
+    /// Operators: every command, every key.
+    pub const ADMIN: &str = "admin";
+    /// The API: data commands on `evergreen*` keys.
+    pub const API: &str = "evergreen-api";
+    /// Replicas syncing from the master (data nodes only).
+    pub const REPLICATION: &str = "replication";
+    /// Sentinels talking to the data nodes and to each other.
+    pub const SENTINEL: &str = "sentinel";
+    /// The exporters and healthchecks: read-only server state.
+    pub const MONITOR: &str = "monitor";
+}
+
+/// A fresh password for each ACL user of one topology, all different, so a
+/// client that uses the wrong user's password fails.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// [`users::ADMIN`]'s, on data nodes and Sentinels.
+    pub admin: String,
+    /// [`users::API`]'s, on data nodes and Sentinels.
+    pub api: String,
+    /// [`users::REPLICATION`]'s.
+    pub replication: String,
+    /// [`users::SENTINEL`]'s, on data nodes and Sentinels.
+    pub sentinel: String,
+    /// [`users::MONITOR`]'s, on data nodes and Sentinels.
+    pub monitor: String,
+}
+
+impl Credentials {
+    fn generate() -> Self {
+        let fresh = || uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            admin: fresh(),
+            api: fresh(),
+            replication: fresh(),
+            sentinel: fresh(),
+            monitor: fresh(),
+        }
+    }
+}
+
 /// Sentinel timings; everything else is fixed by the shipped templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedisHaOptions {
@@ -251,8 +295,7 @@ impl Node {
 #[derive(Debug)]
 pub struct RedisHa {
     dir: TempDir,
-    password: String,
-    sentinel_password: String,
+    credentials: Credentials,
     options: RedisHaOptions,
     /// Index 0 is the initial master.
     data: Vec<Node>,
@@ -285,9 +328,7 @@ impl RedisHa {
             .prefix("evergreen-redis-ha-")
             .tempdir()
             .expect("a temp dir can be created");
-        let password = uuid::Uuid::new_v4().to_string();
-        // Distinct from the data password so a client mixing them up fails.
-        let sentinel_password = uuid::Uuid::new_v4().to_string();
+        let credentials = Credentials::generate();
         let data_ports: Vec<u16> = (0..DATA_NODES).map(|_| wait::free_port()).collect();
         let sentinel_ports: Vec<u16> = (0..SENTINELS).map(|_| wait::free_port()).collect();
 
@@ -302,8 +343,14 @@ impl RedisHa {
         let data_places: Vec<_> = (0..DATA_NODES).map(|i| place(11 + i as u8)).collect();
         let sentinel_places: Vec<_> = (0..SENTINELS).map(|i| place(21 + i as u8)).collect();
         let mut vars: HashMap<&str, String> = HashMap::from([
-            ("REDIS_PASSWORD", password.clone()),
-            ("SENTINEL_PASSWORD", sentinel_password.clone()),
+            ("REDIS_ADMIN_PASSWORD", credentials.admin.clone()),
+            ("REDIS_API_PASSWORD", credentials.api.clone()),
+            (
+                "REDIS_REPLICATION_PASSWORD",
+                credentials.replication.clone(),
+            ),
+            ("REDIS_SENTINEL_PASSWORD", credentials.sentinel.clone()),
+            ("REDIS_MONITOR_PASSWORD", credentials.monitor.clone()),
             ("MASTER_NAME", MASTER_NAME.to_owned()),
             ("MASTER_IP", data_places[0].0.clone()),
             ("MASTER_PORT", data_ports[0].to_string()),
@@ -366,8 +413,7 @@ impl RedisHa {
         // Built before anything runs, so a panic below still kills every child.
         let mut ha = Self {
             dir,
-            password,
-            sentinel_password,
+            credentials,
             options,
             data,
             sentinels,
@@ -399,17 +445,67 @@ impl RedisHa {
         ha
     }
 
-    /// The password of the data nodes (`requirepass`, `masterauth`).
+    /// The password of each ACL user ([`users`]).
     #[must_use]
-    pub fn password(&self) -> &str {
-        &self.password
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
-    /// The password of the Sentinels (their `requirepass`), distinct from
-    /// [`Self::password`].
+    /// A connection to the data node or Sentinel on `port` as `user`, for
+    /// tests of what each user may do.
+    ///
+    /// # Errors
+    /// When the node does not answer or refuses the credentials.
+    pub async fn connect_as(
+        &self,
+        port: u16,
+        user: &str,
+        password: &str,
+    ) -> Result<MultiplexedConnection, String> {
+        let host = self
+            .data
+            .iter()
+            .chain(&self.sentinels)
+            .find(|n| n.port == port)
+            .map_or(HOST, |n| n.host.as_str());
+        connect(host, port, user, password).await
+    }
+
+    /// What the ACLs refused since start, on every running node and
+    /// Sentinel (`ACL LOG`), one line per entry: empty when every client
+    /// (the API, replicas, Sentinels, exporters) had the rights it needed.
+    pub async fn acl_denials(&self) -> Vec<String> {
+        let mut denials = Vec::new();
+        for node in self.data.iter().chain(&self.sentinels) {
+            if node.child.is_none() {
+                continue;
+            }
+            let entries: Result<Vec<Vec<redis::Value>>, String> = async {
+                let mut conn =
+                    connect(&node.host, node.port, users::ADMIN, &self.credentials.admin).await?;
+                redis::cmd("ACL")
+                    .arg("LOG")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match entries {
+                Ok(entries) => denials.extend(
+                    entries
+                        .iter()
+                        .map(|entry| format!("{}: {}", node.name(), describe_acl_entry(entry))),
+                ),
+                Err(e) => denials.push(format!("{}: cannot read ACL LOG: {e}", node.name())),
+            }
+        }
+        denials
+    }
+
+    /// Ports of the Sentinels, in index order.
     #[must_use]
-    pub fn sentinel_password(&self) -> &str {
-        &self.sentinel_password
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(|s| s.port).collect()
     }
 
     /// The name the Sentinels monitor the master under.
@@ -518,9 +614,14 @@ impl RedisHa {
     /// # Panics
     /// When the node does not answer.
     pub async fn connection(&self, port: u16) -> MultiplexedConnection {
-        connect(self.host_of(port), port, &self.password)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to redis-server :{port}: {e}"))
+        connect(
+            self.host_of(port),
+            port,
+            users::ADMIN,
+            &self.credentials.admin,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to redis-server :{port}: {e}"))
     }
 
     /// `role` from `INFO replication`: `"master"` or `"slave"`.
@@ -588,7 +689,7 @@ impl RedisHa {
     /// When the node is still running or does not answer within 10 s.
     pub async fn restart(&mut self, port: u16) {
         self.node_mut(port).spawn();
-        let password = self.password.clone();
+        let password = self.credentials.admin.clone();
         let host = self.host_of(port).to_owned();
         wait::until(
             &format!("redis-server :{port} to answer PING after a restart"),
@@ -596,7 +697,7 @@ impl RedisHa {
             || {
                 let (password, host) = (password.clone(), host.clone());
                 async move {
-                    let mut conn = connect(&host, port, &password).await?;
+                    let mut conn = connect(&host, port, users::ADMIN, &password).await?;
                     redis::cmd("PING")
                         .query_async::<String>(&mut conn)
                         .await
@@ -649,7 +750,13 @@ impl RedisHa {
             .find(|s| s.child.is_some())
             .expect("a Sentinel is running");
         let result: Result<String, String> = async {
-            let mut conn = connect(&sentinel.host, sentinel.port, &self.sentinel_password).await?;
+            let mut conn = connect(
+                &sentinel.host,
+                sentinel.port,
+                users::ADMIN,
+                &self.credentials.admin,
+            )
+            .await?;
             redis::cmd("SENTINEL")
                 .arg("FAILOVER")
                 .arg(MASTER_NAME)
@@ -737,7 +844,13 @@ impl RedisHa {
     }
 
     async fn try_info_replication(&self, port: u16) -> Result<HashMap<String, String>, String> {
-        let mut conn = connect(self.host_of(port), port, &self.password).await?;
+        let mut conn = connect(
+            self.host_of(port),
+            port,
+            users::ADMIN,
+            &self.credentials.admin,
+        )
+        .await?;
         let text: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut conn)
@@ -756,7 +869,7 @@ impl RedisHa {
             .iter()
             .find(|s| s.port == port)
             .map_or(HOST, |s| s.host.as_str());
-        let mut conn = connect(host, port, &self.sentinel_password).await?;
+        let mut conn = connect(host, port, users::ADMIN, &self.credentials.admin).await?;
         redis::cmd("SENTINEL")
             .arg(args)
             .query_async(&mut conn)
@@ -912,8 +1025,13 @@ impl Drop for RedisHa {
     }
 }
 
-async fn connect(host: &str, port: u16, password: &str) -> Result<MultiplexedConnection, String> {
-    let client = redis::Client::open(format!("redis://:{password}@{host}:{port}/"))
+async fn connect(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> Result<MultiplexedConnection, String> {
+    let client = redis::Client::open(format!("redis://{user}:{password}@{host}:{port}/"))
         .map_err(|e| e.to_string())?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -944,6 +1062,26 @@ fn path_var(path: &Path) -> String {
     // TMPDIR that did would fail obscurely.
     assert!(!path.contains(' '), "{path} contains a space");
     path.to_owned()
+}
+
+/// One `ACL LOG` entry (flat key/value list) as `reason object by username`.
+fn describe_acl_entry(entry: &[redis::Value]) -> String {
+    let fields: HashMap<String, String> = entry
+        .chunks_exact(2)
+        .filter_map(|kv| {
+            let key = String::from_redis_value(kv[0].clone()).ok()?;
+            let value = String::from_redis_value(kv[1].clone()).unwrap_or_default();
+            Some((key, value))
+        })
+        .collect();
+    let field = |name: &str| fields.get(name).map_or("?", String::as_str);
+    format!(
+        "{} {} by {} ({} times)",
+        field("reason"),
+        field("object"),
+        field("username"),
+        fields.get("count").map_or("?", String::as_str)
+    )
 }
 
 /// `INFO` text (`key:value` lines, `#` section headers) as a map.

@@ -91,10 +91,12 @@ struct ReplicaView {
     promotable: usize,
 }
 
-/// Connects to Redis nodes and Sentinels with the configured timeouts and passwords.
+/// Connects to Redis nodes and Sentinels with the configured timeouts and
+/// credentials (one ACL user, a password for each tier).
 #[derive(Clone)]
 pub struct Connector {
     config: AsyncConnectionConfig,
+    username: String,
     data_password: SecretString,
     sentinel_password: SecretString,
 }
@@ -113,6 +115,7 @@ impl Connector {
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout()))
                 .set_response_timeout(Some(settings.command_timeout())),
+            username: settings.username.clone(),
             data_password: settings.password.clone(),
             sentinel_password: settings.sentinel_password.clone(),
         }
@@ -135,6 +138,9 @@ impl Connector {
     ) -> redis::RedisResult<MultiplexedConnection> {
         // Redis 7.0 does not know CLIENT SETINFO; skipping it saves a round trip.
         let mut redis = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if !self.username.is_empty() {
+            redis = redis.set_username(&self.username);
+        }
         if !password.expose_secret().is_empty() {
             redis = redis.set_password(password.expose_secret());
         }

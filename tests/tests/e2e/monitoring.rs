@@ -69,7 +69,7 @@ fn dashboard_exprs() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_and_dashboards_use_exists() {
-    let (_gateway, monitoring, api) = start().await;
+    let (gateway, monitoring, api) = start().await;
 
     // Traffic so that request, purchase and nginx counters have samples.
     for _ in 0..20 {
@@ -147,6 +147,10 @@ async fn prometheus_scrapes_every_tier_and_every_metric_the_rules_and_dashboards
         2,
         "both API replicas report their master"
     );
+    // The exporters scraped every node and Sentinel as the read-only
+    // `monitor` user without being refused anything.
+    let denials = gateway.redis.acl_denials().await;
+    assert!(denials.is_empty(), "refused by the ACLs: {denials:#?}");
     println!(
         "all {TARGETS} targets up {:.1} s after Prometheus was ready; the {} metric names the alert rules and dashboards use all have series: {used:?}",
         up_after.as_secs_f64(),

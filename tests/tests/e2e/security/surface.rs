@@ -5,15 +5,16 @@
 use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{Api, expect_problem};
 use evergreen_tests::gateway::Gateway;
+use evergreen_tests::redis_ha::users;
 use redis::AsyncCommands;
 use reqwest::{Method, RequestBuilder, StatusCode};
 
 use crate::support::header;
 
-/// Runs `PING` on 127.0.0.1:`port` as `password` (none: no AUTH at all).
-async fn ping(port: u16, password: Option<&str>) -> Result<String, String> {
-    let url = match password {
-        Some(password) => format!("redis://:{password}@127.0.0.1:{port}/"),
+/// Runs `PING` on 127.0.0.1:`port` as `(user, password)` (none: no AUTH at all).
+async fn ping(port: u16, credentials: Option<(&str, &str)>) -> Result<String, String> {
+    let url = match credentials {
+        Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{port}/"),
         None => format!("redis://127.0.0.1:{port}/"),
     };
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
@@ -28,44 +29,42 @@ async fn ping(port: u16, password: Option<&str>) -> Result<String, String> {
 }
 
 #[tokio::test]
-async fn redis_and_sentinel_refuse_every_command_without_the_password() {
+async fn redis_and_sentinel_refuse_every_command_without_a_users_password() {
     // Arrange
     let stack = TestStack::start_with(0, Default::default()).await;
     let redis = &stack.redis;
-    let sentinel_ports: Vec<u16> = redis
-        .sentinel_addrs()
-        .iter()
-        .map(|a| {
-            a.rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("a port")
-        })
-        .collect();
+    let credentials = redis.credentials();
+    let everyone = [
+        (users::ADMIN, credentials.admin.as_str()),
+        (users::API, credentials.api.as_str()),
+        (users::SENTINEL, credentials.sentinel.as_str()),
+        (users::MONITOR, credentials.monitor.as_str()),
+    ];
 
-    for port in redis.data_ports() {
+    for port in redis.data_ports().into_iter().chain(redis.sentinel_ports()) {
         // Act
         let anonymous = ping(port, None).await;
-        let wrong = ping(port, Some("not-the-password")).await;
-        let right = ping(port, Some(redis.password())).await;
+        let default_user = ping(port, Some(("default", &credentials.admin))).await;
+        let wrong = ping(port, Some((users::API, &credentials.monitor))).await;
 
-        // Assert
+        // Assert: no session without a user of its own; the `default` user
+        // is off, whatever the password; each user has its own password.
         let anonymous = anonymous.expect_err("no password, no command");
         assert!(anonymous.contains("NOAUTH"), ":{port} {anonymous}");
-        let wrong = wrong.expect_err("a wrong password");
-        assert!(
-            wrong.contains("WRONGPASS") || wrong.contains("AuthenticationFailed"),
-            ":{port} {wrong}"
-        );
-        assert_eq!(right.as_deref(), Ok("PONG"));
-    }
-    for port in sentinel_ports {
-        let anonymous = ping(port, None).await.expect_err("no password, no command");
-        assert!(anonymous.contains("NOAUTH"), "sentinel :{port} {anonymous}");
-        assert_eq!(
-            ping(port, Some(redis.sentinel_password())).await.as_deref(),
-            Ok("PONG")
-        );
+        for refused in [default_user, wrong] {
+            let refused = refused.expect_err("the default user, or another user's password");
+            assert!(
+                refused.contains("WRONGPASS") || refused.contains("AuthenticationFailed"),
+                ":{port} {refused}"
+            );
+        }
+        for (user, password) in everyone {
+            assert_eq!(
+                ping(port, Some((user, password))).await.as_deref(),
+                Ok("PONG"),
+                ":{port} as {user}"
+            );
+        }
     }
 }
 
