@@ -238,7 +238,8 @@ impl ComposeProject {
     }
 
     /// `redis-cli` inside the first container of `service`, signed in as the
-    /// `admin` user (its password is in every Redis container's environment).
+    /// operators' `default` user (its password is in every Redis container's
+    /// environment).
     ///
     /// # Panics
     /// When the container is not running or redis-cli fails.
@@ -261,7 +262,7 @@ impl ComposeProject {
             "REDIS_PORT"
         };
         let script = format!(
-            "REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD exec redis-cli --no-auth-warning --user admin -p ${port} \"$@\""
+            "REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD exec redis-cli --no-auth-warning -p ${port} \"$@\""
         );
         let output = Command::new("docker")
             .args(["exec", &id, "sh", "-c", &script, "redis-cli"])
@@ -462,6 +463,17 @@ impl ComposeProject {
             .into_iter()
             .next()
             .unwrap_or_else(|| panic!("no container for {service}"))
+    }
+
+    /// The host addresses the first container of `service` publishes its
+    /// ports on (`docker port`), e.g. `["127.0.0.1"]`.
+    pub fn published_on(&self, service: &str) -> Vec<String> {
+        let id = self.first_container(service);
+        stdout(Command::new("docker").args(["port", &id]))
+            .lines()
+            .filter_map(|line| line.split(" -> ").nth(1))
+            .filter_map(|address| address.rsplit_once(':').map(|(host, _)| host.to_owned()))
+            .collect()
     }
 
     /// Lines containing `needle` in the logs of `services`, all together.

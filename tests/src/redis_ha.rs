@@ -56,8 +56,9 @@ const LOG_TAIL_LINES: usize = 30;
 /// The ACL users of the shipped configs (`user ...` lines in
 /// `redis/*.conf.template`); their passwords are in [`Credentials`].
 pub mod users {
-    /// Operators: every command, every key.
-    pub const ADMIN: &str = "admin";
+    /// Operators: every command, every key. It is Redis's `default` user,
+    /// which must keep every right (see `redis/master.conf.template`).
+    pub const ADMIN: &str = "default";
     /// The API: data commands on `evergreen*` keys.
     pub const API: &str = "evergreen-api";
     /// Replicas syncing from the master (data nodes only).

@@ -86,6 +86,7 @@ async fn main() {
         default_containers(&stack),
         up.elapsed().as_secs_f64()
     );
+    monitoring_published_on_loopback_only(&stack);
     let (admin, customer, product_id) = first_purchase(&api, &stack).await;
     wait_for_targets_up(&monitoring, DEFAULT_TARGETS, 2).await;
     println!(
@@ -105,6 +106,7 @@ async fn main() {
     let (faults, report) =
         faults_under_traffic(&stack, &api, &monitoring, &buyers, &product_id).await;
     failed_reads_as_the_api_logged_them(&stack);
+    acls_refused_nothing(&stack);
 
     step("docker compose down, then up again (volumes kept)");
     let restart = Instant::now();
@@ -859,6 +861,56 @@ async fn no_split(stack: &ComposeProject) {
         dbsize.unwrap_or_default(),
         purchases.unwrap_or_default()
     );
+}
+
+/// Through every fault, nothing the API, the replicas, the Sentinels or the
+/// exporters needed was refused by their ACL users (`ACL LOG` of every node
+/// and Sentinel is empty, and no exporter logged NOPERM). Read before `down`:
+/// the log lives in memory.
+fn acls_refused_nothing(stack: &ComposeProject) {
+    let mut denials = Vec::new();
+    for service in DATA_NODES.iter().map(|(name, _)| *name).chain(SENTINELS) {
+        let log = stack.redis_cli(service, &["acl", "log"]);
+        if !log.trim().is_empty() {
+            denials.push(format!("{service}: {log}"));
+        }
+    }
+    let exporters = stack.count_in_logs(&["redis-exporter", "sentinel-exporter"], "NOPERM");
+    println!(
+        "ACL users: nothing refused on the 3 data nodes and 3 Sentinels, {exporters} NOPERM in the exporters' logs"
+    );
+    assert!(denials.is_empty(), "refused by the ACLs: {denials:#?}");
+    assert_eq!(
+        exporters, 0,
+        "an exporter lacks a right of the monitor user"
+    );
+}
+
+/// Prometheus, Alertmanager and Grafana have no authentication of their own:
+/// published on 127.0.0.1 only (MONITORING_BIND_ADDRESS), while nginx, the
+/// public entry, listens on every interface.
+fn monitoring_published_on_loopback_only(stack: &ComposeProject) {
+    for (service, loopback_only) in [
+        ("nginx", false),
+        ("prometheus", true),
+        ("alertmanager", true),
+        ("grafana", true),
+    ] {
+        if stack.containers(service).is_empty() {
+            continue; // not started: its image is unavailable offline
+        }
+        let hosts = stack.published_on(service);
+        println!("{service} published on {hosts:?}");
+        assert!(!hosts.is_empty(), "{service} publishes no port");
+        if loopback_only {
+            assert!(
+                hosts.iter().all(|h| h == "127.0.0.1"),
+                "{service} is reachable beyond this host: {hosts:?}"
+            );
+        } else {
+            assert!(hosts.iter().any(|h| h == "0.0.0.0"), "{service}: {hosts:?}");
+        }
+    }
 }
 
 /// The API's own log line (with the reason) of reads it answered with 503.

@@ -44,15 +44,15 @@ async fn redis_and_sentinel_refuse_every_command_without_a_users_password() {
     for port in redis.data_ports().into_iter().chain(redis.sentinel_ports()) {
         // Act
         let anonymous = ping(port, None).await;
-        let default_user = ping(port, Some(("default", &credentials.admin))).await;
-        let wrong = ping(port, Some((users::API, &credentials.monitor))).await;
+        let default_with_apis = ping(port, Some((users::ADMIN, &credentials.api))).await;
+        let api_with_monitors = ping(port, Some((users::API, &credentials.monitor))).await;
 
-        // Assert: no session without a user of its own; the `default` user
-        // is off, whatever the password; each user has its own password.
+        // Assert: no session without a password; each user has its own, and
+        // the operators' `default` is no exception.
         let anonymous = anonymous.expect_err("no password, no command");
         assert!(anonymous.contains("NOAUTH"), ":{port} {anonymous}");
-        for refused in [default_user, wrong] {
-            let refused = refused.expect_err("the default user, or another user's password");
+        for refused in [default_with_apis, api_with_monitors] {
+            let refused = refused.expect_err("another user's password");
             assert!(
                 refused.contains("WRONGPASS") || refused.contains("AuthenticationFailed"),
                 ":{port} {refused}"
