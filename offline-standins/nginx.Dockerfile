@@ -1,13 +1,12 @@
-# Stand-in for nginx:1.28.0-bookworm with Debian 12's nginx 1.22, laid out
-# like the official image: conf.d/ included inside http {}, templates in
-# /etc/nginx/templates rendered by the entrypoint, logs to stdout/stderr,
-# curl for the healthcheck.
-FROM debian:bookworm-slim
-RUN apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        nginx curl gettext-base \
-    && rm -rf /var/lib/apt/lists/* \
-    && rm -f /etc/nginx/sites-enabled/default \
+# Stand-in for nginx:1.28.0-bookworm with Debian forky's nginx 1.30 (the
+# shipped config's `server ... resolve` needs >= 1.27.3; Debian 12 has 1.22),
+# laid out like the official image: conf.d/ included inside http {}, templates
+# in /etc/nginx/templates rendered by the entrypoint, logs to stdout/stderr,
+# curl for the healthcheck. The base is the debootstrap tree of forky with
+# nginx, curl and gettext-base that scripts/lib.sh (modern_nginx) builds and
+# scripts/docker-check imports: no package is installed here.
+FROM evergreen-offline/nginx-forky-base:latest
+RUN rm -f /etc/nginx/sites-enabled/default \
     && ln -sf /dev/stdout /var/log/nginx/access.log \
     && ln -sf /dev/stderr /var/log/nginx/error.log
 COPY nginx-entrypoint.sh /docker-entrypoint.sh

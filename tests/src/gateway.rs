@@ -14,7 +14,7 @@ use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::app::{ADMIN_EMAIL, ADMIN_PASSWORD, JWT_SECRET};
@@ -28,6 +28,64 @@ pub const API_HOST: &str = "api.evergreen.test";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The oldest nginx that runs the shipped config: `server ... resolve` in an
+/// upstream block came to open-source nginx in 1.27.3.
+const NGINX_MIN_VERSION: (u32, u32, u32) = (1, 27, 3);
+
+/// The nginx the tests run: `$EVERGREEN_NGINX` (scripts/test sets it), else
+/// the Debian forky tree scripts/test builds (`target/tools/nginx-forky`),
+/// else `nginx` on PATH. Checked once to be at least 1.27.3.
+///
+/// # Panics
+/// When that nginx does not run or is older (Debian 12's is 1.22).
+pub fn nginx_program() -> PathBuf {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            let tree = repo_root().join("target/tools/nginx-forky/nginx");
+            let program = match std::env::var_os("EVERGREEN_NGINX") {
+                Some(path) => PathBuf::from(path),
+                None if tree.exists() => tree,
+                None => PathBuf::from("nginx"),
+            };
+            let output = Command::new(&program)
+                .arg("-v")
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run {}: {e} (scripts/test sets up nginx)",
+                        program.display()
+                    )
+                });
+            // `nginx -v` prints "nginx version: nginx/1.30.6" on stderr.
+            let text = String::from_utf8_lossy(&output.stderr);
+            let version = text
+                .trim()
+                .rsplit('/')
+                .next()
+                .map(|v| {
+                    v.split('.')
+                        .map(|n| n.parse::<u32>().unwrap_or(0))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let version = (
+                version.first().copied().unwrap_or(0),
+                version.get(1).copied().unwrap_or(0),
+                version.get(2).copied().unwrap_or(0),
+            );
+            assert!(
+                version >= NGINX_MIN_VERSION,
+                "{} is {}; the shipped config needs nginx >= 1.27.3 (run scripts/test once: it \
+                 builds Debian forky's nginx into target/tools/nginx-forky)",
+                program.display(),
+                text.trim()
+            );
+            program
+        })
+        .clone()
 }
 
 /// `target/<profile>/<name>`, a binary of the workspace built with this one
@@ -297,15 +355,19 @@ impl Nginx {
         fs::write(dir.join("nginx.conf"), main).expect("main config");
         let access_log = dir.join("access.log");
         let log = fs::File::create(&access_log).expect("log file");
-        let child = child::command("nginx")
+        let child = child::command(nginx_program())
             .arg("-p")
             .arg(dir)
+            // The error log before the config is read (else the build's
+            // default, /var/log/nginx, which may not exist here).
+            .arg("-e")
+            .arg(dir.join("error.log"))
             .arg("-c")
             .arg(dir.join("nginx.conf"))
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
-            .expect("nginx starts (Debian package nginx)");
+            .expect("nginx starts");
         Self {
             port,
             status_port,
@@ -326,11 +388,13 @@ impl Nginx {
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            // A retried request lists every address tried ("a, b"); the last one answered.
+            // A retried request lists every address tried ("a, b"); the last
+            // one answered. With no live replica nginx logs the upstream's
+            // name instead of an address: that is no replica.
             if let Some(addr) = entry["upstream_addr"]
                 .as_str()
                 .and_then(|a| a.rsplit(", ").next())
-                && !addr.is_empty()
+                && addr.parse::<std::net::SocketAddr>().is_ok()
             {
                 *counts.entry(addr.to_owned()).or_default() += 1;
             }
@@ -424,6 +488,24 @@ impl Gateway {
                 .map(|_| ())
         })
         .await;
+        if replicas > 0 {
+            // nginx resolved the API's name when it started, before any
+            // replica was published, and asks again within `valid=` (5 s).
+            let live = format!("{}/health/live", gateway.nginx.base_url());
+            wait::until(
+                "nginx to resolve the replicas and reach one",
+                Duration::from_secs(15),
+                || async {
+                    http.get(&live)
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                },
+            )
+            .await;
+        }
         gateway
     }
 

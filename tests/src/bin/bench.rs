@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use evergreen_tests::client::{Api, expect};
-use evergreen_tests::gateway::{Gateway, GatewayOptions, workspace_binary};
+use evergreen_tests::gateway::{Gateway, GatewayOptions, nginx_program, workspace_binary};
 use evergreen_tests::redis_ha::{render, users};
 use evergreen_tests::wait;
 use reqwest::StatusCode;
@@ -224,9 +224,11 @@ impl CeilingNginx {
              include {d}/shipped.conf;\n}}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), config).expect("config");
-        let child = Command::new("nginx")
+        let child = Command::new(nginx_program())
             .arg("-p")
             .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
             .arg("-c")
             .arg(dir.path().join("nginx.conf"))
             .stdout(Stdio::null())

@@ -102,6 +102,11 @@ impl Scenario {
         }
     }
 
+    /// One of the buyers the traffic signs in as, and what it buys.
+    pub(crate) fn buyer(&self) -> (&Session, &str) {
+        (&self.buyers[0], &self.product_id)
+    }
+
     pub(crate) fn redis(&self) -> &RedisHa {
         match &self.backend {
             Backend::Direct(stack) => &stack.redis,

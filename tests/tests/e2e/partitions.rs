@@ -8,8 +8,9 @@
 //! kept working. Needs root for the namespaces: says SKIPPED otherwise.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use evergreen_tests::client::Api;
 use evergreen_tests::gateway::GatewayOptions;
 use evergreen_tests::lab::Lab;
 use evergreen_tests::traffic::{Report, Traffic};
@@ -174,8 +175,10 @@ async fn a_sentinel_cut_off_alone_changes_nothing_and_rejoins() {
 
 /// One API replica cut off from every Redis node and Sentinel, not from
 /// nginx: its requests end within the Redis timeouts with 503 (nothing
-/// hangs), nginx sends GETs that failed there to the other replica, and
-/// purchases refused there are retried by their key.
+/// hangs), and once it knows it is cut off, at once; nginx sends GETs that
+/// failed there to the other replica and leaves the replica out for
+/// `fail_timeout` after each failure, and purchases refused there are retried
+/// by their key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_api_replica_cut_off_from_redis_fails_fast_and_nginx_moves_reads_to_the_other() {
     let Some(lab) = lab() else { return };
@@ -197,6 +200,27 @@ async fn an_api_replica_cut_off_from_redis_fails_fast_and_nginx_moves_reads_to_t
 
     let fault = traffic.now();
     lab.cut(&namespace, &peers);
+    // Past CUT_OFF_AFTER without a Sentinel, and once a master operation
+    // failed there, the replica knows it is cut off. Asked directly (nginx
+    // mostly avoids it by now), it answers at once. The asks are purchases
+    // (refused ones write nothing): the first may still wait for the master.
+    wait::until("the cut to have lasted 5 s", PARTITION, || async {
+        (traffic.now() >= fault + Duration::from_secs(5)).then_some(())
+    })
+    .await;
+    let cut_off = Api::new(&gateway.replicas[0].base_url());
+    let mut refusal_times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (buyer, product_id) = scenario.buyer();
+        let key = uuid::Uuid::new_v4().to_string();
+        let body = serde_json::json!({"items": [{"product_id": product_id, "quantity": 1}]});
+        let response = cut_off
+            .purchase(&buyer.access_token, Some(&key), &body)
+            .await;
+        refusal_times.push(started.elapsed());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
     hold(&traffic, fault).await;
     lab.heal(&namespace);
     let healed = traffic.now();
@@ -209,27 +233,21 @@ async fn an_api_replica_cut_off_from_redis_fails_fast_and_nginx_moves_reads_to_t
     let report = traffic.finish().await;
 
     let (refused, span) = refused(&report, fault);
-    let mut refusal_times: Vec<Duration> = report
-        .writes
-        .iter()
-        .filter(|w| w.started >= fault && w.status == Some(StatusCode::SERVICE_UNAVAILABLE))
-        .map(|w| w.took)
-        .collect();
     refusal_times.sort();
     let median = refusal_times
         .get(refusal_times.len() / 2)
         .copied()
         .unwrap_or_default();
     println!(
-        "API replica cut off from Redis: purchases refused (503, retried) {refused} in {:.2} s, \
-         median refusal after {:.0} ms",
+        "API replica cut off from Redis: purchases refused (503, retried) {refused} in {:.2} s; \
+         asked directly, it refused in {:.0} ms (median of 5)",
         span.as_secs_f64(),
         median.as_secs_f64() * 1000.0
     );
-    assert!(
-        refused > 0,
-        "purchases sent to the cut-off replica are refused"
-    );
+    // Purchases that reached the replica before nginx left it out are
+    // refused (and retried by their key): how many depends on timing, and
+    // none is fine. What must hold is below and in `conclude`: nothing lost,
+    // no read failed.
     assert!(
         median < Duration::from_millis(500),
         "a replica that knows it is cut off answers at once, not after the timeouts: {median:?}"
