@@ -559,8 +559,44 @@ fn cidr_range(cidr: &str) -> Option<(u32, u32)> {
     Some((low, low | !mask))
 }
 
+/// Lines of each Redis and Sentinel log printed when the check fails.
+const LOG_TAIL_LINES: usize = 60;
+
 impl Drop for ComposeProject {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The project goes away below with its containers: what the
+            // Sentinels and nodes said is often the only trace of a failure.
+            let services = DATA_NODES.iter().map(|(name, _)| *name).chain(SENTINELS);
+            for service in services {
+                // Not self.containers(): a second panic here would abort
+                // before the project is taken down.
+                let Ok(listing) = Command::new("docker")
+                    .args(["ps", "-aq", "--filter"])
+                    .arg(format!("label=com.docker.compose.project={}", self.project))
+                    .arg("--filter")
+                    .arg(format!("label=com.docker.compose.service={service}"))
+                    .output()
+                else {
+                    continue;
+                };
+                for id in String::from_utf8_lossy(&listing.stdout).lines() {
+                    let Ok(logs) = Command::new("docker").args(["logs", id]).output() else {
+                        continue;
+                    };
+                    let text = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&logs.stdout),
+                        String::from_utf8_lossy(&logs.stderr)
+                    );
+                    let lines: Vec<&str> = text.lines().collect();
+                    eprintln!(
+                        "----- {service} (last {LOG_TAIL_LINES} lines) -----\n{}",
+                        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+                    );
+                }
+            }
+        }
         if std::env::var_os("EVERGREEN_DOCKER_KEEP").is_some() {
             eprintln!(
                 "EVERGREEN_DOCKER_KEEP set: project {} left running",
