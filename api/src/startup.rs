@@ -72,7 +72,12 @@ impl Application {
         })
         .listen(listener)?
         .shutdown_timeout(settings.server.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_secs(10));
+        .client_request_timeout(Duration::from_secs(10))
+        // Longer than nginx keeps an idle upstream connection (60 s): the
+        // proxy closes first. Were the API to close it (actix's default is
+        // 5 s) just as nginx reuses it, a POST on it would fail with a 502
+        // (nginx never resends one).
+        .keep_alive(Duration::from_secs(75));
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
