@@ -30,6 +30,20 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Polls `url` until it answers 2xx, for at most `seconds`.
+async fn until_success(what: &str, url: &str, seconds: u64) {
+    let http = reqwest::Client::new();
+    wait::until(what, Duration::from_secs(seconds), || async {
+        http.get(url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+}
+
 /// The oldest nginx that runs the shipped config: `server ... resolve` in an
 /// upstream block came to open-source nginx in 1.27.3.
 const NGINX_MIN_VERSION: (u32, u32, u32) = (1, 27, 3);
@@ -477,34 +491,13 @@ impl Gateway {
         for _ in 0..replicas {
             gateway.add_replica().await;
         }
-        let http = reqwest::Client::new();
-        let health = format!("{}/nginx-health", gateway.nginx.base_url());
-        wait::until("nginx to answer", Duration::from_secs(10), || async {
-            http.get(&health)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        })
-        .await;
+        let nginx = gateway.nginx.base_url();
+        until_success("nginx to answer", &format!("{nginx}/nginx-health"), 10).await;
         if replicas > 0 {
             // nginx resolved the API's name when it started, before any
             // replica was published, and asks again within `valid=` (5 s).
-            let live = format!("{}/health/live", gateway.nginx.base_url());
-            wait::until(
-                "nginx to resolve the replicas and reach one",
-                Duration::from_secs(15),
-                || async {
-                    http.get(&live)
-                        .send()
-                        .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
-                },
-            )
-            .await;
+            let live = format!("{nginx}/health/live");
+            until_success("nginx to resolve the replicas and reach one", &live, 15).await;
         }
         gateway
     }
