@@ -394,6 +394,11 @@ impl Nginx {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The master process (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Requests per upstream address, from nginx's JSON access log.
     pub fn requests_by_upstream(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();

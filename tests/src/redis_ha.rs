@@ -574,6 +574,16 @@ impl RedisHa {
             .collect()
     }
 
+    /// Pid of the node (data node or Sentinel) on `port`, while it runs.
+    #[must_use]
+    pub fn pid_of(&self, port: u16) -> Option<u32> {
+        self.data
+            .iter()
+            .chain(&self.sentinels)
+            .find(|n| n.port == port)
+            .and_then(|n| n.child.as_ref().map(Child::id))
+    }
+
     /// The temp dir holding every node's config, data and log.
     #[must_use]
     pub fn dir(&self) -> &Path {

@@ -22,42 +22,75 @@ fn a_smoke_run_of_the_benchmark_writes_every_figure() {
         &std::fs::read_to_string(out.path().join("latest.json")).expect("latest.json"),
     )
     .expect("JSON");
-    for ceiling in [
-        "nginx return 200",
-        "nginx proxy to minimal upstream",
-        "redis-benchmark GET",
-        "redis-benchmark SET",
-        "redis-benchmark EVALSHA",
-    ] {
-        assert!(
-            results["ceilings"][ceiling].as_f64().unwrap_or(0.0) > 0.0,
-            "{ceiling}: {results}"
-        );
-    }
-    for measurement in [
+    let row = |name: &str| -> &Value {
+        results["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name}: {results}"))
+    };
+    for name in [
+        "ceiling: nginx return 200",
+        "ceiling: nginx proxy to minimal upstream",
+        "direct: GET /products/{id}",
         "GET /products/{id}",
+        "direct: GET /products?limit=20",
         "GET /products?limit=20",
         "POST /auth/login",
         "POST /purchases",
     ] {
-        let http = &results["http"][measurement];
+        let row = row(name);
         assert!(
-            http["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
-            "{measurement}: {results}"
+            row["requests_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+            "{name}: {row}"
         );
+        assert!(row["p99_ms"].as_f64().unwrap_or(0.0) > 0.0, "{name}: {row}");
+        // Every row charges CPU to the tier that served it.
+        let tier = if name.starts_with("ceiling") {
+            "nginx_us"
+        } else {
+            "api_us"
+        };
         assert!(
-            http["p99_ms"].as_f64().unwrap_or(0.0) > 0.0,
-            "{measurement}: {results}"
-        );
-        assert!(
-            results["ratio_to_proxy_ceiling"][measurement]
-                .as_f64()
-                .unwrap_or(0.0)
-                > 0.0
+            row["cpu_us_per_request"][tier].as_f64().unwrap_or(0.0) > 0.0,
+            "{name}: {row}"
         );
     }
-    assert_eq!(results["http"]["POST /purchases"]["errors"], 0, "{results}");
+    // Direct rows bypass nginx: it spends nothing on them.
+    assert_eq!(
+        row("direct: GET /products/{id}")["cpu_us_per_request"]["nginx_us"],
+        0.0
+    );
+    // A purchase costs the master CPU; a product read (from a replica) does not.
+    assert!(
+        row("POST /purchases")["cpu_us_per_request"]["redis_master_us"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    let redis: Vec<&str> = results["redis_benchmark"]
+        .as_array()
+        .expect("redis-benchmark")
+        .iter()
+        .filter(|pair| pair[1].as_f64().unwrap_or(0.0) > 0.0)
+        .filter_map(|pair| pair[0].as_str())
+        .collect();
+    assert_eq!(redis, ["EVALSHA", "GET", "SET"], "{results}");
+    assert_eq!(row("POST /purchases")["errors"], 0, "{results}");
     assert_eq!(results["purchases"]["stock_consistent"], true, "{results}");
+    let memory = &results["memory"];
+    for figure in [
+        "bytes_per_purchase",
+        "purchase_hash_bytes",
+        "idempotency_record_bytes",
+    ] {
+        assert!(
+            memory[figure].as_f64().unwrap_or(0.0) > 0.0,
+            "{figure}: {results}"
+        );
+    }
+    assert_eq!(results["targets"].as_array().expect("targets").len(), 8);
     // Every request planned was sent; the only failure allowed is the
     // documented back-pressure of sign-ins (503 after 3 s waiting for a
     // hashing thread) on a machine busy with other tests.
@@ -89,4 +122,9 @@ fn a_smoke_run_of_the_benchmark_writes_every_figure() {
     let table = std::fs::read_to_string(out.path().join("latest.md")).expect("latest.md");
     assert!(table.contains("| `POST /purchases` |"), "{table}");
     assert!(table.contains("mixed scenario (loadgen"), "{table}");
+    assert!(
+        table.contains("| target | measured | goal | met |"),
+        "{table}"
+    );
+    assert!(table.contains("per one-line purchase"), "{table}");
 }

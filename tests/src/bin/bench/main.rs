@@ -3,18 +3,24 @@
 //! Sentinels) and, in the same run on the same machine, measures
 //!
 //! - ceilings: nginx answering `return 200` itself, the shipped nginx config
-//!   proxying to a minimal upstream that returns a product's JSON, and
-//!   `redis-benchmark` GET/SET/EVALSHA on the same Redis master;
-//! - the API through nginx with `wrk`: a product, a catalog page, sign-in,
-//!   purchases (stock checked afterwards), a product while sign-ins run;
+//!   proxying (with keepalive) to a minimal upstream that returns a
+//!   product's JSON, and `redis-benchmark` GET/SET/EVALSHA on the master;
+//! - the API directly (one replica, no nginx) and through nginx with `wrk`:
+//!   a product, a catalog page; through nginx: sign-in, purchases (stock
+//!   checked afterwards), a product while sign-ins run;
 //! - a mixed scenario with the load tool (`loadgen/scenarios/shopping.json`);
-//! - peak RSS of each API process, and the API's cold start to ready.
+//! - for every row, the CPU each tier spent per request ([`cpu`]);
+//! - Redis memory per purchase and per user, peak RSS of each API process,
+//!   and the API's cold start to ready.
 //!
-//! Every API figure is also given as a ratio to its ceiling. Results go to
-//! `<out>/latest.json` and `<out>/latest.md`.
+//! It checks issue 14's targets on ratios from this one run ([`report`]).
+//! Results go to `<out>/latest.json` and `<out>/latest.md`.
 //!
 //! `bench --smoke` runs everything for a second each: the suite uses it to
 //! check the pipeline works, not to measure.
+
+mod cpu;
+mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -23,10 +29,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
-use evergreen_tests::client::{Api, expect};
+use evergreen_tests::client::{Api, Session, expect};
 use evergreen_tests::gateway::{Gateway, GatewayOptions, nginx_program, workspace_binary};
 use evergreen_tests::redis_ha::{render, users};
 use evergreen_tests::wait;
+use redis::aio::MultiplexedConnection;
+use report::{Memory, Results, Row};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -35,8 +43,10 @@ use serde_json::{Value, json};
 const CONNECTIONS: u32 = 64;
 /// Sign-ins queue for the API's few hashing threads (~30 ms a hash): fewer
 /// connections.
-const LOGIN_CONNECTIONS: u32 = 8;
+pub const LOGIN_CONNECTIONS: u32 = 8;
 const STOCK: i64 = 1_000_000_000;
+/// Customers buying in the purchase row, in turn.
+const BUYERS: usize = 200;
 
 #[derive(Debug)]
 struct Args {
@@ -70,13 +80,13 @@ fn args() -> Args {
 
 /// One `wrk` run.
 #[derive(Debug, Clone, Serialize)]
-struct Http {
-    requests_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    requests: u64,
+pub struct Http {
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests: u64,
     /// Non-2xx/3xx responses plus socket errors.
-    errors: u64,
+    pub errors: u64,
 }
 
 fn wrk(url: &str, connections: u32, seconds: u32, script: Option<&Path>) -> Http {
@@ -139,34 +149,28 @@ fn parse_wrk(text: &str) -> Option<Http> {
     (http.requests_per_sec > 0.0).then_some(http)
 }
 
-/// A wrk Lua script that POSTs `body` (with a bearer token, and a unique
-/// `Idempotency-Key` per request when `unique_key`).
-fn post_script(
-    dir: &Path,
-    name: &str,
-    body: &Value,
-    token: Option<&str>,
-    unique_key: bool,
-) -> PathBuf {
+/// A wrk Lua script that POSTs `body` with a unique `Idempotency-Key` per
+/// request, signed in as each of `tokens` in turn (as many buyers).
+fn purchase_script(dir: &Path, body: &Value, tokens: &[String]) -> PathBuf {
     let mut lua = String::from(
         "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
     );
     let _ = writeln!(lua, "wrk.body = [[{body}]]");
-    if let Some(token) = token {
-        let _ = writeln!(lua, "wrk.headers[\"Authorization\"] = \"Bearer {token}\"");
+    lua.push_str("local tokens = {\n");
+    for token in tokens {
+        let _ = writeln!(lua, "  \"Bearer {token}\",");
     }
-    if unique_key {
-        // Each wrk thread has its own Lua state: number the threads so keys
-        // never collide.
-        let run = uuid::Uuid::new_v4().simple();
-        let _ = write!(
-            lua,
-            "local threads = 0\nfunction setup(thread)\n  threads = threads + 1\n  thread:set(\"tid\", threads)\nend\n\
-             local n = 0\nfunction request()\n  n = n + 1\n  \
-             wrk.headers[\"Idempotency-Key\"] = \"bench-{run}-\" .. tid .. \"-\" .. n\n  return wrk.format()\nend\n"
-        );
-    }
-    let path = dir.join(format!("{name}.lua"));
+    // Each wrk thread has its own Lua state: number the threads so keys
+    // never collide.
+    let run = uuid::Uuid::new_v4().simple();
+    let _ = write!(
+        lua,
+        "}}\nlocal threads = 0\nfunction setup(thread)\n  threads = threads + 1\n  thread:set(\"tid\", threads)\nend\n\
+         local n = 0\nfunction request()\n  n = n + 1\n  \
+         wrk.headers[\"Authorization\"] = tokens[(n % #tokens) + 1]\n  \
+         wrk.headers[\"Idempotency-Key\"] = \"bench-{run}-\" .. tid .. \"-\" .. n\n  return wrk.format()\nend\n"
+    );
+    let path = dir.join("purchase.lua");
     std::fs::write(&path, lua).expect("lua script");
     path
 }
@@ -372,23 +376,6 @@ async fn replica_counter(gateway: &Gateway, name: &str) -> f64 {
     total
 }
 
-#[derive(Debug, Serialize)]
-struct Results {
-    machine: String,
-    when: String,
-    seconds_per_run: u32,
-    connections: u32,
-    ceilings: BTreeMap<String, f64>,
-    http: BTreeMap<String, Http>,
-    /// Each API figure over its ceiling (nginx proxying to a minimal upstream).
-    ratio_to_proxy_ceiling: BTreeMap<String, f64>,
-    purchases: Value,
-    login_isolation: Value,
-    mixed_scenario: Value,
-    api_peak_rss_mib: Vec<f64>,
-    api_cold_start_ms: Vec<f64>,
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -408,6 +395,75 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {memory_gib:.0} GiB RAM")
 }
 
+/// Runs `measure` (a wrk run) and charges each tier's CPU to its requests.
+fn row(name: &str, tiers: &cpu::Tiers, measure: impl FnOnce() -> Http) -> Row {
+    let before = tiers.sample();
+    let http = measure();
+    let cpu_us_per_request = before.per_request(&tiers.sample(), http.requests);
+    Row {
+        name: name.to_owned(),
+        http,
+        cpu_us_per_request,
+    }
+}
+
+/// `INFO memory` of a node, as numbers.
+async fn info_memory(connection: &mut MultiplexedConnection) -> HashMap<String, f64> {
+    let text: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(connection)
+        .await
+        .expect("INFO memory");
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Bytes of data: used memory less what does not grow with the data set
+/// (replication backlog, client buffers, the AOF buffer).
+async fn data_bytes(connection: &mut MultiplexedConnection) -> f64 {
+    let info = info_memory(connection).await;
+    let get = |k: &str| info.get(k).copied().unwrap_or(0.0);
+    get("used_memory")
+        - get("mem_replication_backlog")
+        - get("mem_clients_slaves")
+        - get("mem_clients_normal")
+        - get("mem_aof_buffer")
+}
+
+/// `MEMORY USAGE` of the first key matching `pattern`.
+async fn memory_usage_of_one(connection: &mut MultiplexedConnection, pattern: &str) -> u64 {
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(connection)
+            .await
+            .expect("SCAN");
+        if let Some(key) = keys.first() {
+            return redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0)
+                .query_async(connection)
+                .await
+                .expect("MEMORY USAGE");
+        }
+        if next == 0 {
+            return 0;
+        }
+        cursor = next;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -425,11 +481,32 @@ async fn main() {
             auth_burst: 100_000,
             // As in a container: one actix worker per core.
             api_workers: 0,
+            // As shipped: one log line per request.
+            api_env: vec![("RUST_LOG".into(), "info".into())],
             ..GatewayOptions::default()
         },
     )
     .await;
     let pids: Vec<u32> = gateway.replicas.iter().filter_map(|r| r.pid()).collect();
+    let master = gateway.redis.master_port().await;
+    let tiers = cpu::Tiers {
+        nginx_master: Some(gateway.nginx.pid()),
+        api: pids.clone(),
+        redis_master: gateway.redis.pid_of(master),
+        redis_others: gateway
+            .redis
+            .data_ports()
+            .into_iter()
+            .chain(gateway.redis.sentinel_ports())
+            .filter(|&port| port != master)
+            .filter_map(|port| gateway.redis.pid_of(port))
+            .collect(),
+    };
+    // Direct rows go to the first replica: nginx is idle, the other replica too.
+    let direct_tiers = cpu::Tiers {
+        nginx_master: None,
+        ..tiers.clone()
+    };
     // Peak RSS so far at each step: which load grows it.
     let step = |what: &str| {
         let rss: Vec<String> = pids
@@ -443,6 +520,7 @@ async fn main() {
         );
     };
     let base = gateway.nginx.base_url();
+    let direct = gateway.replicas[0].base_url();
     let api = Api::new(&base);
     let admin = api.login_ok(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let product = expect(
@@ -468,49 +546,50 @@ async fn main() {
         )
         .await;
     }
-    let customer = api.new_customer().await;
+    let mut operator = gateway
+        .redis
+        .connect_as(master, users::ADMIN, &gateway.redis.credentials().admin)
+        .await
+        .expect("the operator connects to the master");
+
+    step("memory per registered user");
+    let users = if args.smoke { 8 } else { BUYERS as u32 };
+    let before_users = data_bytes(&mut operator).await;
+    let mut customers = Vec::new();
+    for _ in 0..users {
+        customers.push(api.new_customer().await);
+    }
+    let bytes_per_user = (data_bytes(&mut operator).await - before_users) / f64::from(users);
     let scripts = tempfile::tempdir().expect("temp dir");
+    let mut rows = Vec::new();
 
     step("ceilings: nginx return 200, nginx proxying to a minimal upstream");
     let ceiling = CeilingNginx::start(nginx_workers, &product_json);
-    let nginx_static = wrk(&ceiling.static_url, CONNECTIONS, seconds, None);
-    let nginx_proxy = wrk(&ceiling.proxy_url, CONNECTIONS, seconds, None);
+    let ceiling_tiers = cpu::Tiers {
+        nginx_master: Some(ceiling.child.id()),
+        ..cpu::Tiers::default()
+    };
+    rows.push(row("ceiling: nginx return 200", &ceiling_tiers, || {
+        wrk(&ceiling.static_url, CONNECTIONS, seconds, None)
+    }));
+    rows.push(row(
+        "ceiling: nginx proxy to minimal upstream",
+        &ceiling_tiers,
+        || wrk(&ceiling.proxy_url, CONNECTIONS, seconds, None),
+    ));
     drop(ceiling);
-    let mut http = BTreeMap::new();
-    http.insert("ceiling: nginx return 200".to_owned(), nginx_static.clone());
-    http.insert(
-        "ceiling: nginx proxy to minimal upstream".to_owned(),
-        nginx_proxy.clone(),
-    );
 
     step("ceilings: redis-benchmark on the master");
-    let master = gateway.redis.master_port().await;
     // As the operator: redis-benchmark's GET/SET keys are outside the API's.
     let password = gateway.redis.credentials().admin.clone();
     let requests = if args.smoke { 2_000 } else { 200_000 };
     let mut redis = redis_benchmark(master, &password, requests, &["-t", "get,set"]);
-    let sha = String::from_utf8_lossy(
-        &Command::new("redis-cli")
-            .args([
-                "-p",
-                &master.to_string(),
-                "--user",
-                users::ADMIN,
-                "-a",
-                &password,
-                "--no-auth-warning",
-            ])
-            .args([
-                "SCRIPT",
-                "LOAD",
-                "redis.call('INCR', KEYS[1]); return redis.call('GET', KEYS[1])",
-            ])
-            .output()
-            .expect("redis-cli")
-            .stdout,
-    )
-    .trim()
-    .to_owned();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("redis.call('INCR', KEYS[1]); return redis.call('GET', KEYS[1])")
+        .query_async(&mut operator)
+        .await
+        .expect("SCRIPT LOAD");
     let evalsha = redis_benchmark(
         master,
         &password,
@@ -522,73 +601,79 @@ async fn main() {
         evalsha.values().next().copied().unwrap_or(0.0),
     );
 
-    step("GET /api/v1/products/{id}");
-    let product_url = format!("{base}/api/v1/products/{product_id}");
-    http.insert(
-        "GET /products/{id}".to_owned(),
-        wrk(&product_url, CONNECTIONS, seconds, None),
-    );
-    step("GET /api/v1/products?limit=20");
-    http.insert(
-        "GET /products?limit=20".to_owned(),
-        wrk(
-            &format!("{base}/api/v1/products?limit=20"),
-            CONNECTIONS,
-            seconds,
-            None,
+    for (name, path) in [
+        (
+            "GET /products/{id}",
+            format!("/api/v1/products/{product_id}"),
         ),
-    );
+        (
+            "GET /products?limit=20",
+            "/api/v1/products?limit=20".to_owned(),
+        ),
+    ] {
+        step(&format!("{name}, directly and through nginx"));
+        rows.push(row(&format!("direct: {name}"), &direct_tiers, || {
+            wrk(&format!("{direct}{path}"), CONNECTIONS, seconds, None)
+        }));
+        rows.push(row(name, &tiers, || {
+            wrk(&format!("{base}{path}"), CONNECTIONS, seconds, None)
+        }));
+    }
 
     step("POST /api/v1/auth/login");
-    let login = post_script(
-        scripts.path(),
-        "login",
-        &json!({"email": customer.email, "password": customer.password}),
-        None,
-        false,
-    );
-    http.insert(
-        "POST /auth/login".to_owned(),
-        wrk(
-            &format!("{base}/api/v1/auth/login"),
-            LOGIN_CONNECTIONS,
-            seconds,
-            Some(&login),
-        ),
-    );
+    // One account per connection, as sign-ins come from different people:
+    // one account signing in on 8 connections at once meets its own
+    // password-check throttle (checks in flight count as failures).
+    let signers = &customers[..customers.len().min(LOGIN_CONNECTIONS as usize)];
+    let login = login_script(scripts.path(), signers);
+    let login_url = format!("{base}/api/v1/auth/login");
+    rows.push(row("POST /auth/login", &tiers, || {
+        wrk(&login_url, LOGIN_CONNECTIONS, seconds, Some(&login))
+    }));
 
     step("GET /api/v1/products/{id} while sign-ins run");
-    let login_url = format!("{base}/api/v1/auth/login");
     let background_login = {
-        let login = login.clone();
+        let (login, login_url) = (login.clone(), login_url.clone());
         std::thread::spawn(move || wrk(&login_url, LOGIN_CONNECTIONS, seconds + 1, Some(&login)))
     };
     std::thread::sleep(Duration::from_millis(500));
-    let during_logins = wrk(&product_url, CONNECTIONS, seconds, None);
+    let product_url = format!("{base}/api/v1/products/{product_id}");
+    rows.push(row("GET /products/{id} while sign-ins run", &tiers, || {
+        wrk(&product_url, CONNECTIONS, seconds, None)
+    }));
     let logins_meanwhile = background_login.join().expect("wrk thread");
 
     step("POST /api/v1/purchases");
-    // The sign-in runs above made far more than 20 sessions of this
-    // customer, so its first one has ended (the least recently used goes
-    // first): buy with a fresh one.
-    let buyer = api.login_ok(&customer.email, &customer.password).await;
+    // Many buyers, as in a store (each buyer's own index of purchases then
+    // stays small, as it does for real customers). The sign-in runs above
+    // made far more than 20 sessions of some of them, so their first ones
+    // have ended (the least recently used go first): sign in afresh.
+    let mut buyers = Vec::new();
+    for customer in &customers[..customers.len().min(BUYERS)] {
+        buyers.push(
+            api.login_ok(&customer.email, &customer.password)
+                .await
+                .access_token,
+        );
+    }
     let stock_before = expect(api.get_product(&product_id).await, StatusCode::OK).await["stock"]
         .as_i64()
         .expect("stock");
     let purchases_before = replica_counter(&gateway, "evergreen_purchases_total").await;
-    let purchase = post_script(
+    let data_before_purchases = data_bytes(&mut operator).await;
+    let purchase = purchase_script(
         scripts.path(),
-        "purchase",
         &json!({"items": [{"product_id": product_id, "quantity": 1}]}),
-        Some(&buyer.access_token),
-        true,
+        &buyers,
     );
-    let purchases = wrk(
-        &format!("{base}/api/v1/purchases"),
-        CONNECTIONS,
-        seconds,
-        Some(&purchase),
-    );
+    let purchases = row("POST /purchases", &tiers, || {
+        wrk(
+            &format!("{base}/api/v1/purchases"),
+            CONNECTIONS,
+            seconds,
+            Some(&purchase),
+        )
+    });
     // wrk stops with requests in flight, which the API still completes (each
     // within its 3 s operation bound), and replicas serve the stock: read
     // until the counts stop moving.
@@ -608,7 +693,28 @@ async fn main() {
             break;
         }
     }
-    http.insert("POST /purchases".to_owned(), purchases.clone());
+    let memory = Memory {
+        bytes_per_purchase: (data_bytes(&mut operator).await - data_before_purchases)
+            / recorded.max(1.0),
+        purchases_measured: recorded,
+        purchase_hash_bytes: memory_usage_of_one(
+            &mut operator,
+            &format!("{}purchase:*", gateway.key_prefix()),
+        )
+        .await,
+        idempotency_record_bytes: memory_usage_of_one(
+            &mut operator,
+            &format!("{}idempotency:*", gateway.key_prefix()),
+        )
+        .await,
+        bytes_per_user,
+        users_measured: u64::from(users),
+    };
+    let purchases_2xx = purchases
+        .http
+        .requests
+        .saturating_sub(purchases.http.errors);
+    rows.push(purchases);
 
     step("mixed scenario with loadgen");
     let report_dir = scripts.path().join("loadgen");
@@ -617,26 +723,43 @@ async fn main() {
     } else {
         3_000 * u64::from(seconds)
     };
-    let loadgen = Command::new(workspace_binary("loadgen"))
-        .args(["-f"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadgen/scenarios/shopping.json"))
-        .args(["--host", &base, "--concurrency", &CONNECTIONS.to_string()])
-        .args(["-n", &total.to_string(), "--timeout", "5m", "--quiet"])
-        .arg("--report-dir")
-        .arg(&report_dir)
-        .args([
-            "--admin-email",
-            ADMIN_EMAIL,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ])
-        .status()
-        .expect("loadgen runs");
-    assert!(loadgen.success(), "loadgen failed");
-    let mixed: Value = serde_json::from_str(
-        &std::fs::read_to_string(report_dir.join("summary.json")).expect("summary"),
-    )
-    .expect("JSON");
+    let mut mixed = Value::Null;
+    rows.push(row(
+        "mixed scenario (loadgen, shopping.json)",
+        &tiers,
+        || {
+            let loadgen = Command::new(workspace_binary("loadgen"))
+                .args(["-f"])
+                .arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("../loadgen/scenarios/shopping.json"),
+                )
+                .args(["--host", &base, "--concurrency", &CONNECTIONS.to_string()])
+                .args(["-n", &total.to_string(), "--timeout", "5m", "--quiet"])
+                .arg("--report-dir")
+                .arg(&report_dir)
+                .args([
+                    "--admin-email",
+                    ADMIN_EMAIL,
+                    "--admin-password",
+                    ADMIN_PASSWORD,
+                ])
+                .status()
+                .expect("loadgen runs");
+            assert!(loadgen.success(), "loadgen failed");
+            mixed = serde_json::from_str(
+                &std::fs::read_to_string(report_dir.join("summary.json")).expect("summary"),
+            )
+            .expect("JSON");
+            Http {
+                requests_per_sec: mixed["throughput_rps"].as_f64().unwrap_or(0.0),
+                p50_ms: mixed["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+                p99_ms: mixed["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+                requests: mixed["requests"].as_u64().unwrap_or(0),
+                errors: mixed["failed"].as_u64().unwrap_or(0),
+            }
+        },
+    ));
 
     step("peak RSS and cold start");
     let rss: Vec<f64> = gateway
@@ -650,153 +773,48 @@ async fn main() {
         .map(|_| cold_start(&env).as_secs_f64() * 1000.0)
         .collect();
 
-    let get_product_alone = http["GET /products/{id}"].clone();
-    let ceiling_rps = nginx_proxy.requests_per_sec;
-    let mut ratio = BTreeMap::new();
-    for (name, result) in &http {
-        ratio.insert(name.clone(), result.requests_per_sec / ceiling_rps);
-    }
-    ratio.insert(
-        "mixed scenario (loadgen)".into(),
-        mixed["throughput_rps"].as_f64().unwrap_or(0.0) / ceiling_rps,
-    );
-    let mut ceilings = BTreeMap::from([
-        ("nginx return 200".to_owned(), nginx_static.requests_per_sec),
-        ("nginx proxy to minimal upstream".to_owned(), ceiling_rps),
-    ]);
-    for (test, rps) in redis {
-        ceilings.insert(format!("redis-benchmark {test}"), rps);
-    }
-    let results = Results {
+    let mut results = Results {
         machine: machine(),
-        when: String::from_utf8_lossy(
-            &Command::new("date")
-                .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-                .output()
-                .expect("date")
-                .stdout,
-        )
-        .trim()
-        .to_owned(),
+        when: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         seconds_per_run: seconds,
         connections: CONNECTIONS,
-        ceilings,
-        http,
-        ratio_to_proxy_ceiling: ratio,
+        rows,
+        redis_benchmark: redis.into_iter().collect(),
         purchases: json!({
             "stock_sold": sold,
             "purchases_recorded": recorded,
-            "wrk_2xx": purchases.requests.saturating_sub(purchases.errors),
+            "wrk_2xx": purchases_2xx,
             "stock_consistent": sold as f64 == recorded,
+            "logins_per_sec_during_get_row": logins_meanwhile.requests_per_sec,
         }),
-        login_isolation: json!({
-            "get_product_p99_ms_alone": get_product_alone.p99_ms,
-            "get_product_rps_alone": get_product_alone.requests_per_sec,
-            "get_product_p99_ms_during_logins": during_logins.p99_ms,
-            "get_product_rps_during_logins": during_logins.requests_per_sec,
-            "logins_per_sec_meanwhile": logins_meanwhile.requests_per_sec,
-        }),
+        memory,
         mixed_scenario: mixed,
         api_peak_rss_mib: rss,
         api_cold_start_ms: cold,
+        targets: Vec::new(),
     };
+    results.check_targets();
     step("done");
-    write_results(&args.out, &results);
+    results.write(&args.out);
 }
 
-fn write_results(dir: &Path, results: &Results) {
-    std::fs::create_dir_all(dir).expect("results dir");
-    let json = serde_json::to_string_pretty(results).expect("serializes");
-    std::fs::write(dir.join("latest.json"), json).expect("latest.json");
-    let markdown = markdown(results);
-    std::fs::write(dir.join("latest.md"), &markdown).expect("latest.md");
-    println!("{markdown}");
-    println!("written: {}/latest.json and latest.md", dir.display());
-}
-
-fn markdown(r: &Results) -> String {
-    let mut out = format!(
-        "Measured {} on {}; nginx, 2 API replicas, Redis HA and the load generators on the same machine; \
-         wrk {}s per row, {} connections (sign-in: {LOGIN_CONNECTIONS}).\n\n\
-         | measurement | req/s | p50 ms | p99 ms | errors | of proxy ceiling |\n|---|---:|---:|---:|---:|---:|\n",
-        r.when, r.machine, r.seconds_per_run, r.connections
+/// A wrk Lua script that signs in as each of `sessions` in turn.
+fn login_script(dir: &Path, sessions: &[Session]) -> PathBuf {
+    let mut lua = String::from(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nlocal bodies = {\n",
     );
-    // Ceilings first, then the API's routes.
-    let mut rows: Vec<(&String, &Http)> = r.http.iter().collect();
-    rows.sort_by_key(|(name, _)| !name.starts_with("ceiling"));
-    for (name, h) in rows {
-        let label = if name.starts_with("ceiling") {
-            name.replace("nginx return 200", "nginx `return 200`")
-        } else {
-            format!("`{name}`")
-        };
+    for s in sessions {
         let _ = writeln!(
-            out,
-            "| {label} | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
-            h.requests_per_sec,
-            h.p50_ms,
-            h.p99_ms,
-            h.errors,
-            100.0 * r.ratio_to_proxy_ceiling[name]
+            lua,
+            "  [[{}]],",
+            json!({"email": s.email, "password": s.password})
         );
     }
-    let m = &r.mixed_scenario;
-    let _ = writeln!(
-        out,
-        "| mixed scenario (loadgen, `shopping.json`, {} requests) | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
-        m["requests"],
-        m["throughput_rps"].as_f64().unwrap_or(0.0),
-        m["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-        m["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
-        m["failed"],
-        100.0 * r.ratio_to_proxy_ceiling["mixed scenario (loadgen)"]
+    lua.push_str(
+        "}\nlocal n = 0\nfunction request()\n  n = n + 1\n  \
+         return wrk.format(nil, nil, nil, bodies[(n % #bodies) + 1])\nend\n",
     );
-    let redis: Vec<String> = r
-        .ceilings
-        .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("redis-benchmark ")
-                .map(|t| format!("{t} {v:.0}/s"))
-        })
-        .collect();
-    let _ = writeln!(
-        out,
-        "\n- Redis master ceiling (redis-benchmark, {} connections): {}.",
-        r.connections,
-        redis.join(", ")
-    );
-    let p = &r.purchases;
-    let _ = writeln!(
-        out,
-        "- Purchases: stock sold {} = purchases recorded {} (consistent: {}).",
-        p["stock_sold"], p["purchases_recorded"], p["stock_consistent"]
-    );
-    let l = &r.login_isolation;
-    let _ = writeln!(
-        out,
-        "- `GET /products/{{id}}` alone: {:.0} req/s, p99 {:.2} ms; while {:.0} sign-ins/s run: {:.0} req/s, p99 {:.2} ms.",
-        l["get_product_rps_alone"].as_f64().unwrap_or(0.0),
-        l["get_product_p99_ms_alone"].as_f64().unwrap_or(0.0),
-        l["logins_per_sec_meanwhile"].as_f64().unwrap_or(0.0),
-        l["get_product_rps_during_logins"].as_f64().unwrap_or(0.0),
-        l["get_product_p99_ms_during_logins"]
-            .as_f64()
-            .unwrap_or(0.0),
-    );
-    let rss: Vec<String> = r
-        .api_peak_rss_mib
-        .iter()
-        .map(|m| format!("{m:.1}"))
-        .collect();
-    let mut cold = r.api_cold_start_ms.clone();
-    cold.sort_by(f64::total_cmp);
-    let _ = writeln!(
-        out,
-        "- API peak RSS per replica: {} MiB. Cold start to ready: median {:.0} ms (min {:.0}, max {:.0}).",
-        rss.join(" and "),
-        cold.get(cold.len() / 2).copied().unwrap_or(0.0),
-        cold.first().copied().unwrap_or(0.0),
-        cold.last().copied().unwrap_or(0.0),
-    );
-    out
+    let path = dir.join("login.lua");
+    std::fs::write(&path, lua).expect("lua script");
+    path
 }
