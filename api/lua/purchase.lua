@@ -1,19 +1,30 @@
--- Buys every line of an order or none, once per idempotency key.
+-- Buys every line of an order or none, once per idempotency key, and takes
+-- the buyer's write token in the same round trip (lib/write_bucket.lua).
 -- KEYS[1]  idempotency record of (user, key)
 -- KEYS[2]  new purchase hash
 -- KEYS[3]  all purchases index    KEYS[4] the user's purchases index
--- KEYS[5..] product hashes, one per line, in the order of the ARGV lines
+-- KEYS[5]  the user's write bucket
+-- KEYS[6..] product hashes, one per line, in the order of the ARGV lines
 -- ARGV[1]  request fingerprint    ARGV[2] now (ms)
 -- ARGV[3]  in-flight window (ms)  ARGV[4] idempotency key lifetime (s)
 -- ARGV[5]  purchase id            ARGV[6] user id
 -- ARGV[7]  store currency         ARGV[8] created_at (RFC 3339)
 -- ARGV[9]  index member
--- ARGV[10..] product id, quantity pairs (distinct products, quantities > 0)
+-- ARGV[10] write bucket size      ARGV[11] ms for one write token to come back
+-- ARGV[12..] product id, quantity pairs (distinct products, quantities > 0)
 -- Returns  {'created', fields} | {'replayed', fields} | {'in_flight'} | {'key_reused'}
+--          | {'limited', retry_after_ms}
 --          | {'not_found', product_id} | {'archived', product_id}
 --          | {'insufficient', product_id, available}
 -- Invariants: stock never goes below zero; all lines are taken or none; the
--- total comes from the stored prices; one key makes at most one purchase.
+-- total comes from the stored prices; one key makes at most one purchase;
+-- every attempt (a replay too) takes a write token, and a refused one
+-- changes nothing.
+local retry_after_ms = take_write_token(KEYS[5], tonumber(ARGV[10]), tonumber(ARGV[11]))
+if retry_after_ms then
+  return {'limited', retry_after_ms}
+end
+
 local record = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', 'created_ms', 'purchase_key')
 if record[1] then
   if record[1] ~= ARGV[1] then
@@ -30,10 +41,10 @@ end
 
 local lines = {}
 local total = 0
-for i = 1, (#ARGV - 9) / 2 do
-  local product_id = ARGV[8 + 2 * i]
-  local quantity = tonumber(ARGV[9 + 2 * i])
-  local product = redis.call('HMGET', KEYS[4 + i], 'stock', 'price_cents', 'name', 'archived')
+for i = 1, (#ARGV - 11) / 2 do
+  local product_id = ARGV[10 + 2 * i]
+  local quantity = tonumber(ARGV[11 + 2 * i])
+  local product = redis.call('HMGET', KEYS[5 + i], 'stock', 'price_cents', 'name', 'archived')
   if not product[1] then
     return {'not_found', product_id}
   end
@@ -50,7 +61,7 @@ for i = 1, (#ARGV - 9) / 2 do
 end
 
 for i = 1, #lines do
-  redis.call('HINCRBY', KEYS[4 + i], 'stock', -tonumber(ARGV[9 + 2 * i]))
+  redis.call('HINCRBY', KEYS[5 + i], 'stock', -tonumber(ARGV[11 + 2 * i]))
 end
 redis.call('HSET', KEYS[2],
   'id', ARGV[5], 'user_id', ARGV[6], 'items', '[' .. table.concat(lines, ',') .. ']',

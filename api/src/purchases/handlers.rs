@@ -15,6 +15,7 @@ use crate::error::{ApiError, Code};
 use crate::idempotency::{self, IDEMPOTENT_REPLAYED, IdempotencyKey};
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::state::AppState;
+use crate::write_limits::{Bucket, too_many_writes};
 
 fn not_found() -> ApiError {
     ApiError::NotFound("purchase not found".to_owned())
@@ -90,9 +91,14 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let lines = merge_lines(&body)?;
-    state.write_limits().take(caller.user_id).await?;
     let fingerprint = idempotency::fingerprint(&*body);
-    let order = Order::new(caller.user_id, (&key.0, &fingerprint), &lines, &state.store);
+    let order = Order::new(
+        caller.user_id,
+        (&key.0, &fingerprint),
+        &lines,
+        &state.store,
+        Bucket::of(&state.limits),
+    );
     match state.purchases().buy(order).await? {
         PurchaseOutcome::Created(purchase) => {
             state.metrics.record_purchase(purchase.total_cents);
@@ -107,6 +113,7 @@ pub async fn create(
             "a request with this Idempotency-Key is still being processed; retry shortly",
         )),
         PurchaseOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        PurchaseOutcome::Limited { retry_after_ms } => Err(too_many_writes(retry_after_ms)),
         PurchaseOutcome::NotFound(product_id) => Err(unknown_product(&body, product_id)),
         PurchaseOutcome::Archived(product_id) => Err(ApiError::ProductUnavailable {
             product_id,

@@ -12,6 +12,7 @@ use super::model::{Purchase, PurchaseStatus};
 use crate::config::StoreSettings;
 use crate::redis::keys::{self, Keys};
 use crate::redis::{Redis, RedisError, scripts, value};
+use crate::write_limits::Bucket;
 
 /// Longest a response waits for its idempotency record to be settled.
 const SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -33,6 +34,8 @@ pub struct Order<'a> {
     pub currency: &'a str,
     pub key_ttl_secs: u64,
     pub in_flight_ms: u64,
+    /// The buyer's write bucket: `purchase.lua` takes a token from it.
+    pub bucket: Bucket,
 }
 
 impl<'a> Order<'a> {
@@ -43,6 +46,7 @@ impl<'a> Order<'a> {
         (idempotency_key, fingerprint): (&'a str, &'a str),
         lines: &'a [(Uuid, u32)],
         store: &'a StoreSettings,
+        bucket: Bucket,
     ) -> Self {
         Self {
             user_id,
@@ -52,6 +56,7 @@ impl<'a> Order<'a> {
             currency: &store.currency,
             key_ttl_secs: store.idempotency_key_ttl_secs,
             in_flight_ms: store.idempotency_in_flight_secs * 1000,
+            bucket,
         }
     }
 }
@@ -66,6 +71,10 @@ pub enum PurchaseOutcome {
     InFlight,
     /// The key was used with another body.
     KeyReused,
+    /// The buyer's write bucket is empty: nothing was written.
+    Limited {
+        retry_after_ms: u64,
+    },
     NotFound(Uuid),
     Archived(Uuid),
     Insufficient {
@@ -85,15 +94,14 @@ pub enum CancelOutcome {
 }
 
 impl PurchaseStore<'_> {
-    /// Buys every line or none, once per key, then settles the key's record
-    /// (also after a 503: that request is over too).
+    /// Buys every line or none, once per key, and settles the key's record
+    /// right after the purchase's `WAIT`, in the same round trip; again on
+    /// its own when that round trip broke off before it (a 503: that request
+    /// is over too).
     pub async fn buy(&self, order: Order<'_>) -> Result<PurchaseOutcome, RedisError> {
         let (user_id, key) = (order.user_id, order.idempotency_key);
         let outcome = self.take_stock_and_record(order).await;
-        if matches!(
-            outcome,
-            Ok(PurchaseOutcome::Created(_)) | Err(RedisError::Unconfirmed)
-        ) {
+        if matches!(outcome, Err(RedisError::Unconfirmed)) {
             // Settling only spares a retry the in-flight window: never let
             // it hold the response for long.
             let settled = tokio::time::timeout(SETTLE_TIMEOUT, self.settle(user_id, key)).await;
@@ -114,6 +122,7 @@ impl PurchaseStore<'_> {
             self.keys.purchase(id),
             self.keys.purchases_index(),
             self.keys.user_purchases(order.user_id),
+            self.keys.write_bucket(order.user_id),
         ];
         keys.extend(
             order
@@ -130,11 +139,14 @@ impl PurchaseStore<'_> {
             .arg(order.user_id.to_string())
             .arg(order.currency)
             .arg(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .arg(keys::created_member(now.timestamp_millis(), id));
+            .arg(keys::created_member(now.timestamp_millis(), id))
+            .arg(order.bucket.size)
+            .arg(order.bucket.refill_ms);
         for (product_id, quantity) in order.lines {
             call.arg(product_id.to_string()).arg(*quantity);
         }
-        let reply = self.redis.run_script("purchase", call).await?;
+        let settle = self.settle_call(order.user_id, order.idempotency_key);
+        let reply = self.redis.run_script_then("purchase", call, settle).await?;
         Ok(match reply.tag.as_str() {
             "created" => PurchaseOutcome::Created(from_fields(&reply.fields(0))?),
             "replayed" => {
@@ -144,6 +156,9 @@ impl PurchaseStore<'_> {
             }
             "in_flight" => PurchaseOutcome::InFlight,
             "key_reused" => PurchaseOutcome::KeyReused,
+            "limited" => PurchaseOutcome::Limited {
+                retry_after_ms: reply.value(0)?,
+            },
             "not_found" => PurchaseOutcome::NotFound(reply.value(0)?),
             "archived" => PurchaseOutcome::Archived(reply.value(0)?),
             "insufficient" => PurchaseOutcome::Insufficient {
@@ -154,35 +169,30 @@ impl PurchaseStore<'_> {
         })
     }
 
-    /// Marks the idempotency record settled, so that a retry with the same
-    /// key replays at once instead of getting 409 "in flight" until the
-    /// window ends. Called after a purchase was confirmed, and after it was
-    /// NOT confirmed (503): that request is over too, and the replay's own
-    /// `WAIT` confirms the original purchase (or, if it was lost with a
-    /// demoted master, the record is gone as well and the retry buys anew).
-    /// Losing this mark only delays replays, so it is not confirmed itself.
+    /// Marks the idempotency record settled (`settle_purchase_key.lua`), so
+    /// that a retry with the same key replays at once instead of getting 409
+    /// "in flight" until the window ends. Sent after a purchase's `WAIT`
+    /// whatever it counted: a request that got its 503 is over too, and the
+    /// replay's own `WAIT` confirms the original purchase (or, if it was
+    /// lost with a demoted master, the record is gone as well and the retry
+    /// buys anew). Losing this mark only delays replays, so it is not
+    /// confirmed itself.
+    fn settle_call(&self, user_id: Uuid, idempotency_key: &str) -> redis::Cmd {
+        scripts::SETTLE_PURCHASE_KEY
+            .call(&[self.keys.idempotency(user_id, idempotency_key)])
+            .arg("completed")
+            .to_owned()
+    }
+
+    /// [`Self::settle_call`] on its own, when the purchase's round trip
+    /// broke off before it.
     async fn settle(&self, user_id: Uuid, idempotency_key: &str) -> Result<(), RedisError> {
-        let key = self.keys.idempotency(user_id, idempotency_key);
         let mut pipe = redis::pipe();
-        pipe.cmd("EXISTS").arg(&key);
-        // Only the purchase script creates the record and nothing deletes it
-        // before its TTL, so "exists, then set" needs no transaction.
-        let (exists,): (bool,) = self
-            .redis
-            .write_unconfirmed("purchase_settle", &pipe)
-            .await?;
-        if exists {
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("state")
-                .arg("completed")
-                .ignore();
-            self.redis
-                .write_unconfirmed::<()>("purchase_settle", &pipe)
-                .await?;
-        }
-        Ok(())
+        pipe.add_command(self.settle_call(user_id, idempotency_key))
+            .ignore();
+        self.redis
+            .write_unconfirmed::<()>("purchase_settle", &pipe)
+            .await
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Purchase>, RedisError> {

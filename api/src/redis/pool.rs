@@ -502,6 +502,24 @@ impl Redis {
         scripts::Tagged::from_reply(op, reply)
     }
 
+    /// [`Self::run_script`], and then, in the same round trip right after
+    /// its `WAIT` (whatever the count), `after_wait`, whose replies are
+    /// dropped: a follow-up that must not run before the write is
+    /// confirmed or given up, and whose own loss is harmless.
+    pub async fn run_script_then(
+        &self,
+        op: &'static str,
+        call: redis::Cmd,
+        after_wait: redis::Cmd,
+    ) -> Result<scripts::Tagged, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(call);
+        let (reply,): (Vec<Value>,) = self
+            .attempt(Role::Master, op, self.write_inner(&pipe, Some(after_wait)))
+            .await?;
+        scripts::Tagged::from_reply(op, reply)
+    }
+
     /// Runs one script call as an unconfirmed write (counters whose loss in a
     /// failover is harmless) and splits its `{'tag', ...}` reply.
     pub async fn run_script_unconfirmed(
@@ -524,7 +542,8 @@ impl Redis {
         op: &'static str,
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
-        self.attempt(Role::Master, op, self.write_inner(pipe)).await
+        self.attempt(Role::Master, op, self.write_inner(pipe, None))
+            .await
     }
 
     /// One operation on a node of `role`: admitted (or refused at once when
@@ -552,13 +571,23 @@ impl Redis {
         result
     }
 
-    async fn write_inner<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, RedisError> {
+    async fn write_inner<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        after_wait: Option<redis::Cmd>,
+    ) -> Result<T, RedisError> {
         let required = self.watcher.topology.borrow().required_acks();
         let mut with_wait = pipe.clone();
         with_wait
             .cmd("WAIT")
             .arg(required)
             .arg(self.ack_timeout.as_millis() as u64);
+        if let Some(command) = after_wait {
+            // Redis holds a client's later commands while it is blocked in
+            // WAIT, so this runs once WAIT has answered. Ignored: the
+            // replies end with WAIT's count, as without it.
+            with_wait.add_command(command).ignore();
+        }
         let mut attempt = 0;
         let (mut replies, addr) = loop {
             attempt += 1;

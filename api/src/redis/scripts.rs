@@ -100,6 +100,19 @@ macro_rules! script {
             Script::new($file, include_str!(concat!("../../lua/", $file, ".lua")))
         });
     };
+    // A script that calls functions of shared chunks (`api/lua/lib/`): they
+    // go before its source, as one chunk, so EVALSHA needs nothing else.
+    ($ident:ident, $file:literal, uses $($lib:literal),+) => {
+        pub static $ident: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                $file,
+                concat!(
+                    $(include_str!(concat!("../../lua/lib/", $lib, ".lua")),)+
+                    include_str!(concat!("../../lua/", $file, ".lua"))
+                ),
+            )
+        });
+    };
 }
 
 script!(REGISTER, "register");
@@ -109,16 +122,17 @@ script!(CREATE_PRODUCT, "create_product");
 script!(UPDATE_PRODUCT, "update_product");
 script!(ARCHIVE_PRODUCT, "archive_product");
 script!(STOCK_DELTA, "stock_delta");
-script!(PURCHASE, "purchase");
+script!(PURCHASE, "purchase", uses "write_bucket");
+script!(SETTLE_PURCHASE_KEY, "settle_purchase_key");
 script!(CANCEL, "cancel");
 script!(CREATE_SESSION, "create_session");
 script!(RESERVE_PASSWORD_CHECK, "reserve_password_check");
 script!(PASSWORD_CHECK_PASSED, "password_check_passed");
 script!(RELEASE_PASSWORD_CHECK, "release_password_check");
-script!(TAKE_WRITE_TOKEN, "take_write_token");
+script!(TAKE_WRITE_TOKEN, "take_write_token", uses "write_bucket");
 
 /// Every script, for [`load_all`].
-pub fn all() -> [&'static Script; 14] {
+pub fn all() -> [&'static Script; 15] {
     [
         &REGISTER,
         &REFRESH_SESSION,
@@ -128,6 +142,7 @@ pub fn all() -> [&'static Script; 14] {
         &ARCHIVE_PRODUCT,
         &STOCK_DELTA,
         &PURCHASE,
+        &SETTLE_PURCHASE_KEY,
         &CANCEL,
         &CREATE_SESSION,
         &RESERVE_PASSWORD_CHECK,

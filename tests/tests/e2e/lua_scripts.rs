@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use evergreen_api::redis::keys::{self, Keys, ProductOrder};
 use evergreen_api::redis::scripts::{
     self, ARCHIVE_PRODUCT, CANCEL, CREATE_PRODUCT, CREATE_SESSION, PASSWORD_CHECK_PASSED, PURCHASE,
-    REFRESH_SESSION, REGISTER, RELEASE_PASSWORD_CHECK, RESERVE_PASSWORD_CHECK, STOCK_DELTA, Script,
-    TAKE_WRITE_TOKEN, UPDATE_PRODUCT, UPDATE_USER,
+    REFRESH_SESSION, REGISTER, RELEASE_PASSWORD_CHECK, RESERVE_PASSWORD_CHECK, SETTLE_PURCHASE_KEY,
+    STOCK_DELTA, Script, TAKE_WRITE_TOKEN, UPDATE_PRODUCT, UPDATE_USER,
 };
 use evergreen_api::redis::value;
 use evergreen_tests::app::TestStack;
@@ -188,12 +188,14 @@ fn texts(values: &[Value]) -> Vec<String> {
 #[test]
 fn every_script_documents_its_keys_argv_reply_and_invariant() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/lua");
+    // Shared chunks (`api/lua/lib/`) are parts of scripts, not scripts.
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .expect("api/lua")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "lua"))
+        .map(|path| {
+            path.file_name()
+                .expect("name")
                 .to_string_lossy()
                 .into_owned()
         })
@@ -993,6 +995,7 @@ fn purchase_call(
         lab.keys.purchase(purchase),
         lab.keys.purchases_index(),
         lab.keys.user_purchases(user),
+        lab.keys.write_bucket(user),
     ];
     keys.extend(lines.iter().map(|(product, _)| lab.keys.product(*product)));
     let mut args = strings(&[
@@ -1005,6 +1008,9 @@ fn purchase_call(
         "USD",
         "2025-01-05T00:00:00.000Z",
         &keys::created_member(now_ms, purchase),
+        // A write bucket no test here empties but the one that means to.
+        "100",
+        "1",
     ]);
     for (product, quantity) in lines {
         args.push(product.to_string());
@@ -1156,6 +1162,77 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         ("archived", vec![tea.to_string()])
     );
     assert_eq!(lab.stock(tea).await, 8);
+}
+
+#[tokio::test]
+async fn purchase_lua_refuses_an_order_once_the_buyers_write_bucket_is_empty_and_writes_nothing() {
+    // Arrange: a bucket of 2 writes, one back an hour.
+    let mut lab = Lab::new().await;
+    let tea = lab.product(100, 10, "tea").await;
+    let user = Uuid::new_v4();
+    let call = |key: &str, now_ms: i64, id: Uuid| {
+        let (k, mut a) = purchase_call(&lab, user, key, "fp", now_ms, id, &[(tea, 1)]);
+        (a[9], a[10]) = ("2".to_owned(), "3600000".to_owned());
+        (k, a)
+    };
+    let (first, second, third) = (
+        call("k1", 1_000, Uuid::new_v4()),
+        call("k2", 2_000, Uuid::new_v4()),
+        call("k3", 3_000, Uuid::new_v4()),
+    );
+
+    // Act
+    let mut tags = Vec::new();
+    for (k, a) in [&first, &second, &third] {
+        tags.push(tagged(lab.run(&PURCHASE, k, a).await));
+    }
+
+    // Assert: two bought, the third refused with the wait, nothing of it written.
+    assert_eq!(
+        (tags[0].0.as_str(), tags[1].0.as_str()),
+        ("created", "created")
+    );
+    let (tag, rest) = &tags[2];
+    assert_eq!(tag, "limited");
+    let wait_ms: u64 = texts(rest)[0].parse().expect("ms");
+    assert!((1..=3_600_000).contains(&wait_ms), "{wait_ms}");
+    assert_eq!(lab.stock(tea).await, 8);
+    assert!(!lab.exists(&third.0[0]).await, "no idempotency record");
+    assert!(!lab.exists(&third.0[1]).await, "no purchase");
+    assert_eq!(lab.members(&third.0[3]).await.len(), 2);
+}
+
+#[tokio::test]
+async fn settle_purchase_key_lua_settles_a_pending_record_and_never_creates_one() {
+    // Arrange: a purchase whose record is pending, and a key that bought nothing.
+    let mut lab = Lab::new().await;
+    let tea = lab.product(100, 10, "tea").await;
+    let user = Uuid::new_v4();
+    let (k, a) = purchase_call(&lab, user, "key", "fp", 1_000, Uuid::new_v4(), &[(tea, 1)]);
+    assert_eq!(tagged(lab.run(&PURCHASE, &k, &a).await).0, "created");
+    let nothing = lab.keys.idempotency(user, "bought-nothing");
+    let completed = strings(&["completed"]);
+
+    // Act
+    let settled = lab.run(&SETTLE_PURCHASE_KEY, &k[..1], &completed).await;
+    let absent = lab
+        .run(
+            &SETTLE_PURCHASE_KEY,
+            std::slice::from_ref(&nothing),
+            &completed,
+        )
+        .await;
+
+    // Assert: settled, so the same order replays at once inside the window.
+    assert_eq!((settled, absent), (Value::Int(1), Value::Int(0)));
+    assert_eq!(
+        lab.field(&k[0], "state").await.as_deref(),
+        Some("completed")
+    );
+    assert!(!lab.exists(&nothing).await, "no record made up");
+    let (k, a) = purchase_call(&lab, user, "key", "fp", 2_000, Uuid::new_v4(), &[(tea, 1)]);
+    assert_eq!(tagged(lab.run(&PURCHASE, &k, &a).await).0, "replayed");
+    assert_eq!(lab.stock(tea).await, 9);
 }
 
 #[tokio::test]
