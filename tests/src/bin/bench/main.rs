@@ -5,9 +5,10 @@
 //! - ceilings: nginx answering `return 200` itself, the shipped nginx config
 //!   proxying (with keepalive) to a minimal upstream that returns a
 //!   product's JSON, and `redis-benchmark` GET/SET/EVALSHA on the master;
-//! - the API directly (one replica, no nginx) and through nginx with `wrk`:
-//!   a product, a catalog page; through nginx: sign-in, purchases (stock
-//!   checked afterwards), a product while sign-ins run;
+//! - the API directly (one replica, no nginx) and through nginx with `wrk`,
+//!   in interleaved rounds: a product, a catalog page; through nginx:
+//!   sign-in, purchases (stock checked afterwards), a product while
+//!   sign-ins run;
 //! - a mixed scenario with the load tool (`loadgen/scenarios/shopping.json`);
 //! - for every row, the CPU each tier spent per request ([`cpu`]);
 //! - Redis memory per purchase and per user, peak RSS of each API process,
@@ -407,6 +408,68 @@ fn row(name: &str, tiers: &cpu::Tiers, measure: impl FnOnce() -> Http) -> Row {
     }
 }
 
+/// Two rows whose ratio is a target, measured in 3 interleaved rounds
+/// (a b, b a, a b) of a third of the time each, so that a spell of noise
+/// from other tenants of the machine weighs on both alike. Rates and CPU
+/// are totals over the rounds; p50 and p99 are the median round's.
+fn paired_rows(
+    a: (&str, &cpu::Tiers, &str),
+    b: (&str, &cpu::Tiers, &str),
+    seconds: u32,
+) -> (Row, Row) {
+    let round_seconds = seconds.div_ceil(3).max(1);
+    let (mut rounds_a, mut rounds_b) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (name, tiers, url) = a;
+        let measure_a = || row(name, tiers, || wrk(url, CONNECTIONS, round_seconds, None));
+        let (name, tiers, url) = b;
+        let measure_b = || row(name, tiers, || wrk(url, CONNECTIONS, round_seconds, None));
+        if round == 1 {
+            rounds_b.push(measure_b());
+            rounds_a.push(measure_a());
+        } else {
+            rounds_a.push(measure_a());
+            rounds_b.push(measure_b());
+        }
+    }
+    (merge_rounds(rounds_a), merge_rounds(rounds_b))
+}
+
+fn merge_rounds(mut rounds: Vec<Row>) -> Row {
+    let requests: u64 = rounds.iter().map(|r| r.http.requests).sum();
+    // Each round ran the same time: the mean rate is the rate over them all.
+    let requests_per_sec =
+        rounds.iter().map(|r| r.http.requests_per_sec).sum::<f64>() / rounds.len() as f64;
+    let weighted = |f: fn(&cpu::PerRequest) -> f64| {
+        rounds
+            .iter()
+            .map(|r| f(&r.cpu_us_per_request) * r.http.requests as f64)
+            .sum::<f64>()
+            / requests.max(1) as f64
+    };
+    let cpu_us_per_request = cpu::PerRequest {
+        nginx_us: weighted(|c| c.nginx_us),
+        api_us: weighted(|c| c.api_us),
+        redis_master_us: weighted(|c| c.redis_master_us),
+        redis_others_us: weighted(|c| c.redis_others_us),
+        rest_us: weighted(|c| c.rest_us),
+    };
+    let errors = rounds.iter().map(|r| r.http.errors).sum();
+    rounds.sort_by(|x, y| x.http.requests_per_sec.total_cmp(&y.http.requests_per_sec));
+    let median = rounds.swap_remove(rounds.len() / 2);
+    Row {
+        name: median.name,
+        http: Http {
+            requests_per_sec,
+            p50_ms: median.http.p50_ms,
+            p99_ms: median.http.p99_ms,
+            requests,
+            errors,
+        },
+        cpu_us_per_request,
+    }
+}
+
 /// `INFO memory` of a node, as numbers.
 async fn info_memory(connection: &mut MultiplexedConnection) -> HashMap<String, f64> {
     let text: String = redis::cmd("INFO")
@@ -611,13 +674,17 @@ async fn main() {
             "/api/v1/products?limit=20".to_owned(),
         ),
     ] {
-        step(&format!("{name}, directly and through nginx"));
-        rows.push(row(&format!("direct: {name}"), &direct_tiers, || {
-            wrk(&format!("{direct}{path}"), CONNECTIONS, seconds, None)
-        }));
-        rows.push(row(name, &tiers, || {
-            wrk(&format!("{base}{path}"), CONNECTIONS, seconds, None)
-        }));
+        step(&format!("{name}, directly and through nginx, interleaved"));
+        let (alone, proxied) = paired_rows(
+            (
+                &format!("direct: {name}"),
+                &direct_tiers,
+                &format!("{direct}{path}"),
+            ),
+            (name, &tiers, &format!("{base}{path}")),
+            seconds,
+        );
+        rows.extend([alone, proxied]);
     }
 
     step("POST /api/v1/auth/login");
