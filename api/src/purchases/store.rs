@@ -146,7 +146,10 @@ impl PurchaseStore<'_> {
             call.arg(product_id.to_string()).arg(*quantity);
         }
         let settle = self.settle_call(order.user_id, order.idempotency_key);
-        let reply = self.redis.run_script_then("purchase", call, settle).await?;
+        let reply = self
+            .redis
+            .run_script_then("purchase", call, Some(settle))
+            .await?;
         Ok(match reply.tag.as_str() {
             "created" => PurchaseOutcome::Created(from_fields(&reply.fields(0))?),
             "replayed" => {

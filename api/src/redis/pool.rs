@@ -496,26 +496,23 @@ impl Redis {
         op: &'static str,
         call: redis::Cmd,
     ) -> Result<scripts::Tagged, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.add_command(call);
-        let (reply,): (Vec<Value>,) = self.write(op, &pipe).await?;
-        scripts::Tagged::from_reply(op, reply)
+        self.run_script_then(op, call, None).await
     }
 
     /// [`Self::run_script`], and then, in the same round trip right after
-    /// its `WAIT` (whatever the count), `after_wait`, whose replies are
+    /// its `WAIT` (whatever the count), `after_wait`, whose reply is
     /// dropped: a follow-up that must not run before the write is
     /// confirmed or given up, and whose own loss is harmless.
     pub async fn run_script_then(
         &self,
         op: &'static str,
         call: redis::Cmd,
-        after_wait: redis::Cmd,
+        after_wait: Option<redis::Cmd>,
     ) -> Result<scripts::Tagged, RedisError> {
         let mut pipe = redis::pipe();
         pipe.add_command(call);
         let (reply,): (Vec<Value>,) = self
-            .attempt(Role::Master, op, self.write_inner(&pipe, Some(after_wait)))
+            .attempt(Role::Master, op, self.write_inner(&pipe, after_wait))
             .await?;
         scripts::Tagged::from_reply(op, reply)
     }

@@ -33,6 +33,7 @@ fn a_smoke_run_of_the_benchmark_writes_every_figure() {
     for name in [
         "ceiling: nginx return 200",
         "ceiling: nginx proxy to minimal upstream",
+        "one replica: GET /products/{id}",
         "direct: GET /products/{id}",
         "GET /products/{id}",
         "direct: GET /products?limit=20",

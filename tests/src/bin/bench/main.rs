@@ -108,6 +108,29 @@ fn wrk(url: &str, connections: u32, seconds: u32, script: Option<&Path>) -> Http
     parse_wrk(&text).unwrap_or_else(|| panic!("unexpected wrk output:\n{text}"))
 }
 
+/// `wrk` against every one of `urls` at once, the connections shared among
+/// them: requests and rates add up; p50 and p99 are the worst of the runs.
+fn wrk_each(urls: &[String], connections: u32, seconds: u32) -> Http {
+    let runs: Vec<Http> = std::thread::scope(|scope| {
+        let share = (connections / urls.len() as u32).max(1);
+        let handles: Vec<_> = urls
+            .iter()
+            .map(|url| scope.spawn(move || wrk(url, share, seconds, None)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("wrk thread"))
+            .collect()
+    });
+    Http {
+        requests_per_sec: runs.iter().map(|h| h.requests_per_sec).sum(),
+        p50_ms: runs.iter().map(|h| h.p50_ms).fold(0.0, f64::max),
+        p99_ms: runs.iter().map(|h| h.p99_ms).fold(0.0, f64::max),
+        requests: runs.iter().map(|h| h.requests).sum(),
+        errors: runs.iter().map(|h| h.errors).sum(),
+    }
+}
+
 fn parse_wrk(text: &str) -> Option<Http> {
     let millis = |value: &str| -> Option<f64> {
         let split = value.find(|c: char| c.is_ascii_alphabetic())?;
@@ -413,17 +436,13 @@ fn row(name: &str, tiers: &cpu::Tiers, measure: impl FnOnce() -> Http) -> Row {
 /// from other tenants of the machine weighs on both alike. Rates and CPU
 /// are totals over the rounds; p50 and p99 are the median round's.
 fn paired_rows(
-    a: (&str, &cpu::Tiers, &str),
-    b: (&str, &cpu::Tiers, &str),
-    seconds: u32,
+    a: (&str, &cpu::Tiers, &dyn Fn() -> Http),
+    b: (&str, &cpu::Tiers, &dyn Fn() -> Http),
 ) -> (Row, Row) {
-    let round_seconds = seconds.div_ceil(3).max(1);
     let (mut rounds_a, mut rounds_b) = (Vec::new(), Vec::new());
     for round in 0..3 {
-        let (name, tiers, url) = a;
-        let measure_a = || row(name, tiers, || wrk(url, CONNECTIONS, round_seconds, None));
-        let (name, tiers, url) = b;
-        let measure_b = || row(name, tiers, || wrk(url, CONNECTIONS, round_seconds, None));
+        let measure_a = || row(a.0, a.1, a.2);
+        let measure_b = || row(b.0, b.1, b.2);
         if round == 1 {
             rounds_b.push(measure_b());
             rounds_a.push(measure_a());
@@ -565,7 +584,7 @@ async fn main() {
             .filter_map(|port| gateway.redis.pid_of(port))
             .collect(),
     };
-    // Direct rows go to the first replica: nginx is idle, the other replica too.
+    // Direct rows go to the replicas themselves: nginx is idle.
     let direct_tiers = cpu::Tiers {
         nginx_master: None,
         ..tiers.clone()
@@ -674,15 +693,26 @@ async fn main() {
             "/api/v1/products?limit=20".to_owned(),
         ),
     ] {
-        step(&format!("{name}, directly and through nginx, interleaved"));
+        step(&format!("{name}: one replica directly"));
+        rows.push(row(&format!("one replica: {name}"), &direct_tiers, || {
+            wrk(&format!("{direct}{path}"), CONNECTIONS, seconds, None)
+        }));
+        step(&format!(
+            "{name}: both replicas directly and through nginx, interleaved"
+        ));
+        let round_seconds = seconds.div_ceil(3).max(1);
+        let replica_urls: Vec<String> = gateway
+            .replicas
+            .iter()
+            .map(|r| format!("{}{path}", r.base_url()))
+            .collect();
         let (alone, proxied) = paired_rows(
-            (
-                &format!("direct: {name}"),
-                &direct_tiers,
-                &format!("{direct}{path}"),
-            ),
-            (name, &tiers, &format!("{base}{path}")),
-            seconds,
+            (&format!("direct: {name}"), &direct_tiers, &|| {
+                wrk_each(&replica_urls, CONNECTIONS, round_seconds)
+            }),
+            (name, &tiers, &|| {
+                wrk(&format!("{base}{path}"), CONNECTIONS, round_seconds, None)
+            }),
         );
         rows.extend([alone, proxied]);
     }

@@ -83,12 +83,12 @@ impl Results {
             });
         };
         ratio(
-            "`GET /products/{id}` through nginx / the API directly",
+            "`GET /products/{id}` through nginx / the same replicas directly",
             rps("GET /products/{id}") / rps("direct: GET /products/{id}"),
             0.70,
         );
         ratio(
-            "`GET /products?limit=20` through nginx / the API directly",
+            "`GET /products?limit=20` through nginx / the same replicas directly",
             rps("GET /products?limit=20") / rps("direct: GET /products?limit=20"),
             0.60,
         );
@@ -147,7 +147,8 @@ impl Results {
 
     fn markdown(&self) -> String {
         let mut out = format!(
-            "Measured {} on {}; nginx, 2 API replicas (\"direct\": one of them, without nginx), Redis HA and the \
+            "Measured {} on {}; nginx, 2 API replicas (\"direct\": both, without nginx, the connections shared \
+             between them; \"one replica\": the first alone), Redis HA and the \
              load generators on the same machine; wrk {}s per row, {} connections (sign-in: {LOGIN_CONNECTIONS}). \
              CPU columns: µs of user + system time per request spent by each tier (\"replicas\": the two Redis \
              replicas and the three Sentinels; \"rest\": the load generator and the kernel).\n\n\
@@ -157,7 +158,7 @@ impl Results {
         );
         for row in &self.rows {
             let label = match row.name.split_once(": ") {
-                Some((kind, what)) if kind == "ceiling" || kind == "direct" => {
+                Some((kind, what)) if ["ceiling", "direct", "one replica"].contains(&kind) => {
                     format!("{kind}: `{what}`")
                 }
                 _ => format!("`{}`", row.name),
