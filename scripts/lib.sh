@@ -39,6 +39,11 @@ modern_nginx() {
     if [ ! -x "$NGINX_TREE/nginx" ]; then
         step "nginx 1.30 from Debian forky into $NGINX_TREE (debootstrap, once)"
         command -v debootstrap >/dev/null || apt_install debootstrap
+        # A debootstrap that was interrupted leaves the tree's /proc mounted,
+        # which rm cannot remove.
+        local mount
+        awk -v tree="$(pwd)/$NGINX_TREE/" 'index($2, tree) == 1 { print $2 }' /proc/mounts |
+            sort -r | while read -r mount; do as_root umount "$mount"; done
         as_root rm -rf "$NGINX_TREE"
         mkdir -p "$NGINX_TREE"
         # bookworm's debootstrap has no script for forky; sid's works for it.
