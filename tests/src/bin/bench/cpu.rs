@@ -90,36 +90,36 @@ impl Sample {
     }
 }
 
-/// utime + stime of one process (all its threads), 0 once it is gone.
-fn process_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // The command name may hold spaces: count fields after its ')'.
-    let Some((_, after_name)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of the file; 3 is the first after the name.
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-    field(14).unwrap_or(0) + field(15).unwrap_or(0)
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold
+/// spaces): the first is field 3 of the file, `state`.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
-/// Pids whose parent is `parent`.
+/// Field `n` (numbered as in proc(5)) of a process's stat, as a number.
+fn stat_field(fields: &[String], n: usize) -> Option<u64> {
+    fields.get(n - 3)?.parse().ok()
+}
+
+/// utime + stime (fields 14 and 15) of one process, all its threads; 0
+/// once it is gone.
+fn process_ticks(pid: u32) -> u64 {
+    stat_fields(pid).map_or(0, |fields| {
+        stat_field(&fields, 14).unwrap_or(0) + stat_field(&fields, 15).unwrap_or(0)
+    })
+}
+
+/// Pids whose parent (field 4) is `parent`.
 fn children(parent: u32) -> BTreeSet<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return BTreeSet::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let (_, after_name) = stat.rsplit_once(')')?;
-                    after_name.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(parent)
+        .filter(|&pid| {
+            stat_fields(pid).and_then(|fields| stat_field(&fields, 4)) == Some(u64::from(parent))
         })
         .collect()
 }
