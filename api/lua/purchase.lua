@@ -1,8 +1,9 @@
 -- Buys every line of an order or none, once per idempotency key, and takes
 -- the buyer's write token in the same round trip (lib/write_bucket.lua).
--- KEYS[1]  idempotency record of (user, key)
+-- KEYS[1]  idempotency record of (user, key) (lib/purchase_record.lua)
 -- KEYS[2]  new purchase hash
--- KEYS[3]  all purchases index    KEYS[4] the user's purchases index
+-- KEYS[3]  purchase log (stream: one entry per purchase, field `id`)
+-- KEYS[4]  the user's purchases index
 -- KEYS[5]  the user's write bucket
 -- KEYS[6..] product hashes, one per line, in the order of the ARGV lines
 -- ARGV[1]  request fingerprint    ARGV[2] now (ms)
@@ -25,18 +26,19 @@ if retry_after_ms then
   return {'limited', retry_after_ms}
 end
 
-local record = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', 'created_ms', 'purchase_key')
-if record[1] then
-  if record[1] ~= ARGV[1] then
+local record = read_purchase_record(KEYS[1])
+if record then
+  if record.fingerprint ~= ARGV[1] then
     return {'key_reused'}
   end
-  if record[2] == 'pending' and tonumber(ARGV[2]) - tonumber(record[3]) < tonumber(ARGV[3]) then
+  if record.state == 'pending' and tonumber(ARGV[2]) - record.created_ms < tonumber(ARGV[3]) then
     return {'in_flight'}
   end
   -- A write, so that the caller's WAIT also covers the original purchase:
   -- the replay is sent only once the purchase is on the replicas.
-  redis.call('HSET', KEYS[1], 'state', 'completed')
-  return {'replayed', redis.call('HGETALL', record[4])}
+  write_purchase_record_state(KEYS[1], 'completed')
+  -- The original purchase's key: this order's KEYS[2] with the original id.
+  return {'replayed', redis.call('HGETALL', string.sub(KEYS[2], 1, -37) .. record.purchase_id)}
 end
 
 local lines = {}
@@ -67,9 +69,8 @@ redis.call('HSET', KEYS[2],
   'id', ARGV[5], 'user_id', ARGV[6], 'items', '[' .. table.concat(lines, ',') .. ']',
   'total_cents', string.format('%d', total), 'currency', ARGV[7],
   'status', 'completed', 'created_at', ARGV[8])
-redis.call('ZADD', KEYS[3], 0, ARGV[9])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[5])
 redis.call('ZADD', KEYS[4], 0, ARGV[9])
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'state', 'pending',
-  'created_ms', ARGV[2], 'purchase_key', KEYS[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SET', KEYS[1], 'pending|' .. ARGV[2] .. '|' .. ARGV[5] .. '|' .. ARGV[1],
+  'EX', ARGV[4])
 return {'created', redis.call('HGETALL', KEYS[2])}

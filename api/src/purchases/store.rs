@@ -1,6 +1,6 @@
 //! Purchases in Redis: a hash per purchase (its layout is `from_fields` here,
-//! the fields `purchase.lua` writes), lex indexes (all, per user) and an
-//! idempotency record per (user, key). Creating and cancelling are single
+//! the fields `purchase.lua` writes), a lex index per user, a store-wide
+//! purchase log (a stream) and an idempotency record per (user, key). Creating and cancelling are single
 //! scripts, so stock can never be oversold on any number of API replicas.
 
 use std::collections::HashMap;
@@ -120,7 +120,7 @@ impl PurchaseStore<'_> {
         let mut keys = vec![
             self.keys.idempotency(order.user_id, order.idempotency_key),
             self.keys.purchase(id),
-            self.keys.purchases_index(),
+            self.keys.purchase_log(),
             self.keys.user_purchases(order.user_id),
             self.keys.write_bucket(order.user_id),
         ];

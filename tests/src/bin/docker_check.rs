@@ -846,7 +846,7 @@ async fn no_split(stack: &ComposeProject) {
         HEAL_DEADLINE,
         || async {
             let dbsize = sizes(&["dbsize"]);
-            let purchases = sizes(&["zcard", "evergreen:v1:purchases"]);
+            let purchases = sizes(&["xlen", "evergreen:v1:purchase-log"]);
             let same = |v: &[Result<String, String>]| v.iter().all(|x| x.is_ok() && *x == v[0]);
             if same(&dbsize) && same(&purchases) {
                 Ok((dbsize[0].clone(), purchases[0].clone()))

@@ -91,6 +91,21 @@ impl Lab {
             == 1
     }
 
+    /// The `id` of every entry of a stream, oldest first.
+    async fn log(&mut self, key: &str) -> Vec<String> {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.redis)
+            .await
+            .expect("XRANGE");
+        entries
+            .into_iter()
+            .flat_map(|(_, fields)| fields.into_iter().map(|(_, id)| id))
+            .collect()
+    }
+
     async fn members(&mut self, key: &str) -> Vec<String> {
         redis::cmd("ZRANGE")
             .arg(key)
@@ -993,7 +1008,7 @@ fn purchase_call(
     let mut keys = vec![
         lab.keys.idempotency(user, key),
         lab.keys.purchase(purchase),
-        lab.keys.purchases_index(),
+        lab.keys.purchase_log(),
         lab.keys.user_purchases(user),
         lab.keys.write_bucket(user),
     ];
@@ -1074,7 +1089,12 @@ async fn purchase_lua_takes_every_line_or_none_and_once_per_key() {
         ("450", "completed")
     );
     assert_eq!((lab.stock(tea).await, lab.stock(cup).await), (8, 0));
-    assert_eq!(lab.field(&k[0], "state").await.as_deref(), Some("pending"));
+    assert_eq!(
+        lab.field_value(&k[0]).await,
+        Some(format!("pending|2000|{bought_id}|fp-2")),
+        "the idempotency record is one string"
+    );
+    assert_eq!(lab.log(&k[2]).await, [bought_id.to_string()]);
     let key_ttl: i64 = redis::cmd("TTL")
         .arg(&k[0])
         .query_async(&mut lab.redis)
@@ -1225,14 +1245,90 @@ async fn settle_purchase_key_lua_settles_a_pending_record_and_never_creates_one(
 
     // Assert: settled, so the same order replays at once inside the window.
     assert_eq!((settled, absent), (Value::Int(1), Value::Int(0)));
-    assert_eq!(
-        lab.field(&k[0], "state").await.as_deref(),
-        Some("completed")
+    assert!(
+        lab.field_value(&k[0])
+            .await
+            .is_some_and(|record| record.starts_with("completed|1000|")),
+        "settled"
     );
     assert!(!lab.exists(&nothing).await, "no record made up");
     let (k, a) = purchase_call(&lab, user, "key", "fp", 2_000, Uuid::new_v4(), &[(tea, 1)]);
     assert_eq!(tagged(lab.run(&PURCHASE, &k, &a).await).0, "replayed");
     assert_eq!(lab.stock(tea).await, 9);
+}
+
+#[tokio::test]
+async fn purchase_lua_still_honours_an_idempotency_record_in_the_hash_layout_written_before() {
+    // Arrange: a purchase made, then its record rewritten as versions before
+    // the one-string record kept it (a hash), still pending.
+    let mut lab = Lab::new().await;
+    let tea = lab.product(100, 10, "tea").await;
+    let (user, bought) = (Uuid::new_v4(), Uuid::new_v4());
+    let (k, a) = purchase_call(&lab, user, "old", "fp", 1_000, bought, &[(tea, 1)]);
+    assert_eq!(tagged(lab.run(&PURCHASE, &k, &a).await).0, "created");
+    let _: () = redis::pipe()
+        .cmd("DEL")
+        .arg(&k[0])
+        .cmd("HSET")
+        .arg(&k[0])
+        .arg("fingerprint")
+        .arg("fp")
+        .arg("state")
+        .arg("pending")
+        .arg("created_ms")
+        .arg(1_000)
+        .arg("purchase_key")
+        .arg(lab.keys.purchase(bought))
+        .cmd("EXPIRE")
+        .arg(&k[0])
+        .arg(86_400)
+        .query_async(&mut lab.redis)
+        .await
+        .expect("old record");
+    let again = |now_ms: i64, fingerprint: &str| {
+        purchase_call(
+            &lab,
+            user,
+            "old",
+            fingerprint,
+            now_ms,
+            Uuid::new_v4(),
+            &[(tea, 1)],
+        )
+    };
+    let (pending, other_body, settled_retry) = (
+        again(2_000, "fp"),
+        again(2_000, "other"),
+        again(2_500, "fp"),
+    );
+
+    // Act + Assert: in flight inside the window, refused with another body,
+    // settled by settle_purchase_key.lua, then replayed with the original.
+    let (k2, a2) = pending;
+    assert_eq!(tagged(lab.run(&PURCHASE, &k2, &a2).await).0, "in_flight");
+    let (k2, a2) = other_body;
+    assert_eq!(tagged(lab.run(&PURCHASE, &k2, &a2).await).0, "key_reused");
+    let settled = lab
+        .run(&SETTLE_PURCHASE_KEY, &k[..1], &strings(&["completed"]))
+        .await;
+    assert_eq!(settled, Value::Int(1));
+    assert_eq!(
+        lab.field(&k[0], "state").await.as_deref(),
+        Some("completed")
+    );
+    let (k2, a2) = settled_retry;
+    let (tag, rest) = tagged(lab.run(&PURCHASE, &k2, &a2).await);
+    assert_eq!(
+        (tag.as_str(), value::map(&rest[0])["id"].clone()),
+        ("replayed", bought.to_string())
+    );
+    assert_eq!(lab.stock(tea).await, 9, "one purchase for the key");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&k[0])
+        .query_async(&mut lab.redis)
+        .await
+        .expect("TTL");
+    assert!(ttl > 86_000, "the old record keeps its lifetime: {ttl}");
 }
 
 #[tokio::test]

@@ -449,15 +449,22 @@ async fn a_retry_while_the_first_request_is_unconfirmed_gets_409_and_later_the_o
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970")
         .as_millis();
-    let _: () = redis::cmd("HSET")
+    // The record is "<state>|<created ms>|<purchase id>|<fingerprint>".
+    let settled: String = redis::cmd("GET")
         .arg(&record)
-        .arg("state")
-        .arg("pending")
-        .arg("created_ms")
-        .arg(now_ms.to_string())
         .query_async(&mut redis)
         .await
-        .expect("HSET");
+        .expect("GET");
+    let fields: Vec<&str> = settled.splitn(4, '|').collect();
+    assert_eq!(fields[0], "completed", "the 201 settled the record");
+    let pending = format!("pending|{now_ms}|{}|{}", fields[2], fields[3]);
+    let _: () = redis::cmd("SET")
+        .arg(&record)
+        .arg(pending)
+        .arg("KEEPTTL")
+        .query_async(&mut redis)
+        .await
+        .expect("SET");
 
     // Act
     let retry = api
