@@ -83,6 +83,7 @@ fn a_smoke_run_of_the_benchmark_writes_every_figure() {
     let memory = &results["memory"];
     for figure in [
         "bytes_per_purchase",
+        "bytes_per_purchase_after_key_lifetime",
         "purchase_hash_bytes",
         "idempotency_record_bytes",
     ] {
@@ -91,6 +92,11 @@ fn a_smoke_run_of_the_benchmark_writes_every_figure() {
             "{figure}: {results}"
         );
     }
+    assert!(
+        memory["bytes_per_purchase_after_key_lifetime"].as_f64()
+            < memory["bytes_per_purchase"].as_f64(),
+        "expired idempotency records free memory: {results}"
+    );
     assert_eq!(results["targets"].as_array().expect("targets").len(), 8);
     // Every request planned was sent; the only failure allowed is the
     // documented back-pressure of sign-ins (503 after 3 s waiting for a

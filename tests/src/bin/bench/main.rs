@@ -29,11 +29,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use evergreen_api::redis::Keys;
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use evergreen_tests::client::{Api, Session, expect};
 use evergreen_tests::gateway::{Gateway, GatewayOptions, nginx_program, workspace_binary};
 use evergreen_tests::redis_ha::{render, users};
 use evergreen_tests::wait;
+use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use report::{Memory, Results, Row};
 use reqwest::StatusCode;
@@ -48,6 +50,14 @@ pub const LOGIN_CONNECTIONS: u32 = 8;
 const STOCK: i64 = 1_000_000_000;
 /// Customers buying in the purchase row, in turn.
 const BUYERS: usize = 200;
+/// The memory per purchase is measured over this many purchases by
+/// `MEMORY_BUYERS` new customers, 100 each: a customer's index of purchases
+/// stays in Redis's compact encoding up to 128 entries
+/// (`zset-max-listpack-entries`), as nearly every real customer's does (the
+/// purchase row's buyers make hundreds each, at whatever rate the machine
+/// allows).
+const MEMORY_PURCHASES: usize = 10_000;
+const MEMORY_BUYERS: usize = 100;
 
 #[derive(Debug)]
 struct Args {
@@ -516,6 +526,18 @@ async fn data_bytes(connection: &mut MultiplexedConnection) -> f64 {
         - get("mem_aof_buffer")
 }
 
+/// `MEMORY USAGE` of `key`, every element counted.
+async fn memory_usage(connection: &mut MultiplexedConnection, key: &str) -> u64 {
+    redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(connection)
+        .await
+        .expect("MEMORY USAGE")
+}
+
 /// `MEMORY USAGE` of the first key matching `pattern`.
 async fn memory_usage_of_one(connection: &mut MultiplexedConnection, pattern: &str) -> u64 {
     let mut cursor = 0u64;
@@ -530,19 +552,70 @@ async fn memory_usage_of_one(connection: &mut MultiplexedConnection, pattern: &s
             .await
             .expect("SCAN");
         if let Some(key) = keys.first() {
-            return redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(key)
-                .arg("SAMPLES")
-                .arg(0)
-                .query_async(connection)
-                .await
-                .expect("MEMORY USAGE");
+            return memory_usage(connection, key).await;
         }
         if next == 0 {
             return 0;
         }
         cursor = next;
+    }
+}
+
+/// Redis memory per one-line purchase: `purchases` made by `buyers` new
+/// customers in turn (16 at a time), the growth of the master's data over
+/// them, and again once their idempotency records are gone. `bytes_per_user`
+/// is left for the caller.
+async fn memory_per_purchase(
+    api: &Api,
+    operator: &mut MultiplexedConnection,
+    prefix: &str,
+    product_id: &str,
+    (purchases, buyers): (usize, usize),
+) -> Memory {
+    let mut customers = Vec::new();
+    for _ in 0..buyers {
+        customers.push(api.new_customer().await);
+    }
+    let keys = Keys::new(prefix);
+    let records: Vec<String> = (0..purchases)
+        .map(|i| keys.idempotency(customers[i % buyers].user_id, &format!("memory-{i}")))
+        .collect();
+    let body = json!({"items": [{"product_id": product_id, "quantity": 1}]});
+    let before = data_bytes(operator).await;
+    futures_util::stream::iter(0..purchases)
+        .for_each_concurrent(16, |i| {
+            let (token, body) = (&customers[i % buyers].access_token, &body);
+            async move {
+                let key = format!("memory-{i}");
+                expect(
+                    api.purchase(token, Some(&key), body).await,
+                    StatusCode::CREATED,
+                )
+                .await;
+            }
+        })
+        .await;
+    let per_purchase = |bytes: f64| (bytes - before) / purchases as f64;
+    let bytes_per_purchase = per_purchase(data_bytes(operator).await);
+    let purchase_hash_bytes = memory_usage_of_one(operator, &format!("{prefix}purchase:*")).await;
+    let idempotency_record_bytes = memory_usage(operator, &records[0]).await;
+    // What stays once the idempotency records expire (24 h): the same
+    // growth with them deleted, as their expiry would.
+    for batch in records.chunks(1000) {
+        let _: () = redis::cmd("DEL")
+            .arg(batch)
+            .query_async(operator)
+            .await
+            .expect("DEL");
+    }
+    Memory {
+        bytes_per_purchase,
+        bytes_per_purchase_after_key_lifetime: per_purchase(data_bytes(operator).await),
+        purchases_measured: purchases as f64,
+        purchase_hash_bytes,
+        idempotency_record_bytes,
+        bytes_per_user: 0.0,
+        users_measured: 0,
     }
 }
 
@@ -741,8 +814,7 @@ async fn main() {
     let logins_meanwhile = background_login.join().expect("wrk thread");
 
     step("POST /api/v1/purchases");
-    // Many buyers, as in a store (each buyer's own index of purchases then
-    // stays small, as it does for real customers). The sign-in runs above
+    // Many buyers, as in a store. The sign-in runs above
     // made far more than 20 sessions of some of them, so their first ones
     // have ended (the least recently used go first): sign in afresh.
     let mut buyers = Vec::new();
@@ -757,7 +829,6 @@ async fn main() {
         .as_i64()
         .expect("stock");
     let purchases_before = replica_counter(&gateway, "evergreen_purchases_total").await;
-    let data_before_purchases = data_bytes(&mut operator).await;
     let purchase = purchase_script(
         scripts.path(),
         &json!({"items": [{"product_id": product_id, "quantity": 1}]}),
@@ -790,22 +861,22 @@ async fn main() {
             break;
         }
     }
+    let memory = memory_per_purchase(
+        &api,
+        &mut operator,
+        gateway.key_prefix(),
+        &product_id,
+        if args.smoke {
+            (80, 8)
+        } else {
+            (MEMORY_PURCHASES, MEMORY_BUYERS)
+        },
+    )
+    .await;
     let memory = Memory {
-        bytes_per_purchase: (data_bytes(&mut operator).await - data_before_purchases)
-            / recorded.max(1.0),
-        purchases_measured: recorded,
-        purchase_hash_bytes: memory_usage_of_one(
-            &mut operator,
-            &format!("{}purchase:*", gateway.key_prefix()),
-        )
-        .await,
-        idempotency_record_bytes: memory_usage_of_one(
-            &mut operator,
-            &format!("{}idempotency:*", gateway.key_prefix()),
-        )
-        .await,
         bytes_per_user,
         users_measured: u64::from(users),
+        ..memory
     };
     let purchases_2xx = purchases
         .http
