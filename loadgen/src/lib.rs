@@ -5,9 +5,14 @@
 //! - `seed`: checks the store answers, then creates products and customers.
 //! - `traffic`: the Goose scenario; one weighted operation per request.
 //! - `report`: throughput, per-operation counts, errors, latency percentiles.
-//! - `timeline`: requests/s and latency second by second, as an SVG chart.
+//! - `timeline`: second by second: reads, writes, failures by status,
+//!   latency percentiles; the write window after each marker.
+//! - `marks`: the markers (`--mark`, a marks file another process appends to).
+//! - `chart`: `timeline.svg`, drawn with plotters.
 //! - `run`: ties them together under the request count and the time limit.
 
+pub mod chart;
+pub mod marks;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use evergreen_loadgen::marks::parse_mark;
 use evergreen_loadgen::run::{Options, run};
 use evergreen_loadgen::seed::Admin;
 
@@ -29,11 +30,17 @@ struct Cli {
     /// Time limit of the whole run, seeding included (e.g. 90s, 3m).
     #[arg(short, long, default_value = "3m", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// At most this many requests per second in all, evenly spaced (a
+    /// steady load under the store's rate limits, e.g. for a failover demo).
+    /// Without it, every virtual user sends its next request at once.
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
     /// Longest wait for one response.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
     /// Where summary.json, report.html (Goose's report, charts drawn with
-    /// JavaScript from a CDN) and timeline.svg (offline chart) are written.
+    /// JavaScript from a CDN) and timeline.svg (the run second by second,
+    /// with the markers) are written.
     #[arg(long, default_value = "loadgen-report")]
     report_dir: PathBuf,
     /// Admin account used to create the scenario's products.
@@ -44,6 +51,16 @@ struct Cli {
     /// No progress line.
     #[arg(short, long)]
     quiet: bool,
+    /// A marker drawn on the timeline at TIME after the traffic started,
+    /// e.g. --mark 20s="pause redis-master"; summary.json gives the
+    /// write-unavailability window after it. Repeat for more.
+    #[arg(long = "mark", value_name = "TIME=LABEL", value_parser = parse_mark)]
+    marks: Vec<(Duration, String)>,
+    /// A file another process appends markers to while the run goes, one
+    /// per line: "<unix time> <label>" (`date +%s.%N`), or just "<label>"
+    /// for "now".
+    #[arg(long, value_name = "FILE")]
+    marks_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -63,6 +80,9 @@ async fn main() -> ExitCode {
         report_dir: cli.report_dir.clone(),
         admin,
         quiet: cli.quiet,
+        marks: cli.marks,
+        marks_file: cli.marks_file,
+        rate: cli.rate,
     };
     match run(options).await {
         Ok(report) => {

@@ -11,7 +11,7 @@ use goose::metrics::{GooseMetrics, GooseRequestMetricTimingData};
 use serde::Serialize;
 
 use crate::scenario::Operation;
-use crate::timeline::Second;
+use crate::timeline::{Marker, Second};
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -64,6 +64,8 @@ pub struct Report {
     pub operations: BTreeMap<String, OperationReport>,
     /// Second by second (also drawn in timeline.svg).
     pub timeline: Vec<Second>,
+    /// The run's markers, each with the write-unavailability window after it.
+    pub markers: Vec<Marker>,
 }
 
 /// Goose keys a request's metrics by `METHOD name`; status 0 means none came.
@@ -84,6 +86,7 @@ pub struct RunFacts<'a> {
     pub ended_by: String,
     pub elapsed: Duration,
     pub timeline: Vec<Second>,
+    pub markers: Vec<Marker>,
 }
 
 impl Report {
@@ -132,6 +135,7 @@ impl Report {
             latency_ms: Latency::of(&all),
             operations,
             timeline: facts.timeline,
+            markers: facts.markers,
         }
     }
 
@@ -182,6 +186,13 @@ impl Report {
                 .map(|(status, count)| format!("{status}: {count}"))
                 .collect();
             let _ = writeln!(out, "failed by status: {}", errors.join(", "));
+        }
+        for marker in &self.markers {
+            let _ = writeln!(
+                out,
+                "at {:.1} s: {}; longest stretch without a successful write after it: {:.1} s",
+                marker.at_secs, marker.label, marker.write_window_secs
+            );
         }
         out
     }

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use goose::config::GooseConfiguration;
 use goose::prelude::GooseAttack;
 
+use crate::chart;
+use crate::marks::{Mark, MarksFile};
 use crate::report::{Report, RunFacts};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::seed::{self, Admin, SeedError};
-use crate::timeline;
+use crate::timeline::Marker;
 use crate::traffic::{self, Plan};
 
 /// What the command line asks for.
@@ -31,6 +33,14 @@ pub struct Options {
     pub admin: Option<Admin>,
     /// No progress line.
     pub quiet: bool,
+    /// Markers given up front: seconds after the traffic started, label.
+    pub marks: Vec<(Duration, String)>,
+    /// A file another process appends marker lines to while the run goes
+    /// (`crate::marks`).
+    pub marks_file: Option<PathBuf>,
+    /// At most this many requests per second in all (`None`: as fast as
+    /// the virtual users go).
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +53,17 @@ pub enum RunError {
     SeedingTimedOut(String),
     #[error("--concurrency and -n must be at least 1")]
     NothingToDo,
+    #[error("--rate must be a number of requests per second above 0")]
+    BadRate,
     #[error("the load engine failed: {0}")]
     Goose(String),
+    #[error("cannot read the marks file {path}: {source}")]
+    Marks {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot draw the chart: {0}")]
+    Chart(String),
     #[error("cannot write the report to {path}: {source}")]
     Write {
         path: String,
@@ -55,6 +74,12 @@ pub enum RunError {
 pub async fn run(options: Options) -> Result<Report, RunError> {
     if options.concurrency == 0 || options.requests == 0 {
         return Err(RunError::NothingToDo);
+    }
+    if options
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        return Err(RunError::BadRate);
     }
     let scenario = Scenario::load(&options.scenario_file)?;
     let deadline = Instant::now() + options.time_limit;
@@ -83,6 +108,7 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         data,
         options.requests,
         deadline,
+        options.rate,
     ));
     std::fs::create_dir_all(&options.report_dir).map_err(|source| RunError::Write {
         path: options.report_dir.display().to_string(),
@@ -108,6 +134,36 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
     });
     let progress =
         (!options.quiet).then(|| tokio::spawn(show_progress(plan.clone(), options.requests)));
+    let mut marks_file = options.marks_file.as_deref().map(MarksFile::new);
+    let mut marks: Vec<Mark> = options
+        .marks
+        .iter()
+        .map(|(at, label)| Mark {
+            at_secs: at.as_secs_f64(),
+            label: label.clone(),
+        })
+        .collect();
+    // Read while the run goes, so that a mark without a time of its own is
+    // stamped when it was written, not at the end.
+    let (stop_reading, mut stopped) = tokio::sync::watch::channel(false);
+    let reader = marks_file.take().map(|mut file| {
+        let plan = plan.clone();
+        tokio::spawn(async move {
+            let mut found = Vec::new();
+            let mut ticker = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                let timeline = &plan.timeline;
+                found.extend(file.read_new(|wall| timeline.secs_of(wall), timeline.now_secs())?);
+                if *stopped.borrow() {
+                    return Ok::<_, std::io::Error>(found);
+                }
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        })
+    });
     let started = Instant::now();
     let attack = GooseAttack::initialize_with_config(config)
         .map_err(|e| RunError::Goose(e.to_string()))?
@@ -118,6 +174,28 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         .map_err(|e| RunError::Goose(e.to_string()))?;
     let elapsed = started.elapsed();
     time_limit.abort();
+    let _ = stop_reading.send(true);
+    if let Some(reader) = reader {
+        let path = options
+            .marks_file
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let found = reader
+            .await
+            .map_err(|e| RunError::Marks {
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| RunError::Marks { path, source })?;
+        marks.extend(found);
+    }
+    let end_secs = plan.timeline.now_secs();
+    marks.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+    let markers: Vec<Marker> = marks
+        .into_iter()
+        .map(|mark| plan.timeline.marker(mark.at_secs, mark.label, end_secs))
+        .collect();
     if let Some(progress) = progress {
         progress.abort();
         eprintln!();
@@ -141,15 +219,30 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
             ended_by,
             elapsed,
             timeline: plan.timeline.seconds(),
+            markers,
         },
         &metrics,
     );
+    let settings = format!(
+        "{} users, {} of {} requests in {:.0} s against {} ({})",
+        report.concurrency,
+        report.requests,
+        report.requests_planned,
+        report.duration_secs,
+        report.base_url,
+        report.ended_by
+    );
+    let svg = chart::svg(
+        &format!("loadgen: {}", report.scenario),
+        &settings,
+        &report.timeline,
+        &report.markers,
+    )
+    .map_err(RunError::Chart)?;
     let chart = options.report_dir.join("timeline.svg");
-    std::fs::write(&chart, timeline::svg(&scenario.name, &report.timeline)).map_err(|source| {
-        RunError::Write {
-            path: chart.display().to_string(),
-            source,
-        }
+    std::fs::write(&chart, svg).map_err(|source| RunError::Write {
+        path: chart.display().to_string(),
+        source,
     })?;
     let summary = options.report_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");

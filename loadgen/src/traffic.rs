@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use goose::goose::Scenario as GooseScenario;
 use goose::prelude::*;
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::scenario::{Operation, Scenario};
 use crate::seed::SeededData;
-use crate::timeline::Timeline;
+use crate::timeline::{Kind, Timeline};
 
 /// Purchases a virtual user remembers for cancelling.
 const REMEMBERED_PURCHASES: usize = 50;
@@ -40,13 +40,23 @@ pub struct Plan {
     budget: AtomicU64,
     /// The run's time limit: no request starts after it.
     deadline: Instant,
+    /// `--rate`: the n-th request is sent no earlier than n × this after
+    /// the start, whatever the concurrency.
+    pace: Option<Duration>,
+    requests: u64,
     registered: AtomicU64,
     pub progress: Progress,
     pub timeline: Timeline,
 }
 
 impl Plan {
-    pub fn new(scenario: Scenario, data: SeededData, requests: u64, deadline: Instant) -> Self {
+    pub fn new(
+        scenario: Scenario,
+        data: SeededData,
+        requests: u64,
+        deadline: Instant,
+        rate: Option<f64>,
+    ) -> Self {
         let operations: Vec<Operation> = scenario.mix.used().collect();
         let weights = WeightedIndex::new(operations.iter().map(|&o| scenario.mix.weight(o)))
             .expect("validation keeps at least one weight above 0");
@@ -57,6 +67,8 @@ impl Plan {
             weights,
             budget: AtomicU64::new(requests),
             deadline,
+            pace: rate.map(|per_second| Duration::from_secs_f64(1.0 / per_second)),
+            requests,
             registered: AtomicU64::new(0),
             progress: Progress::default(),
             timeline: Timeline::new(),
@@ -64,18 +76,24 @@ impl Plan {
     }
 
     /// Takes one request from the budget, unless it is spent or time is up
-    /// (then the whole run stops). Goose clears its kill switch when a run
+    /// (then the whole run stops), and returns when to send it: at once, or
+    /// at its slot under `--rate`. Goose clears its kill switch when a run
     /// starts, so a time limit that passed during seeding is caught here too.
-    fn claim_one(&self) -> bool {
+    fn claim_one(&self) -> Option<Instant> {
         if Instant::now() >= self.deadline {
             goose::trigger_killswitch("time limit");
-            return false;
+            return None;
         }
-        self.budget
+        let left = self
+            .budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 left.checked_sub(1)
             })
-            .is_ok()
+            .ok()?;
+        let claimed_before = u32::try_from(self.requests - left).unwrap_or(u32::MAX);
+        Some(self.pace.map_or_else(Instant::now, |pace| {
+            self.timeline.started() + pace * claimed_before
+        }))
     }
 }
 
@@ -114,14 +132,16 @@ pub fn goose_scenario(plan: Arc<Plan>) -> GooseScenario {
     let act: TransactionFunction = Arc::new(move |user| {
         let plan = plan.clone();
         Box::pin(async move {
-            if !plan.claim_one() {
+            let Some(slot) = plan.claim_one() else {
                 return Ok(());
-            }
+            };
+            tokio::time::sleep_until(slot.into()).await;
             let started = Instant::now();
-            let succeeded = one_request(user, &plan).await?;
-            plan.timeline.record(started.elapsed(), !succeeded);
+            let sent = one_request(user, &plan).await?;
+            plan.timeline
+                .record(sent.kind, started.elapsed(), sent.status);
             plan.progress.sent.fetch_add(1, Ordering::Relaxed);
-            if !succeeded {
+            if !sent.succeeded() {
                 plan.progress.failed.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
@@ -136,7 +156,7 @@ pub fn goose_scenario(plan: Arc<Plan>) -> GooseScenario {
         .register_transaction(Transaction::new(act).set_name("one request"))
 }
 
-async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<TransactionError>> {
+async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<Sent, Box<TransactionError>> {
     // Taken out for the request (which borrows the user) and put back after,
     // whatever the request did.
     let mut shopper = std::mem::take(
@@ -145,7 +165,7 @@ async fn one_request(user: &mut GooseUser, plan: &Plan) -> Result<bool, Box<Tran
     );
     let sent = send_one(user, plan, &mut shopper).await;
     user.set_session_data(shopper);
-    Ok(sent?.succeeded())
+    sent
 }
 
 /// One operation for `shopper`, drawn from the mix (or the sign-in it owes).
@@ -300,6 +320,7 @@ fn basket(plan: &Plan) -> Vec<Value> {
 /// What one request got back: no status when it never got a response.
 #[derive(Debug)]
 struct Sent {
+    kind: Kind,
     status: Option<u16>,
     /// The JSON body of a 2xx response.
     body: Option<Value>,
@@ -321,6 +342,11 @@ async fn send(
     body: Option<Value>,
     token: Option<&str>,
 ) -> Result<Sent, Box<TransactionError>> {
+    let kind = if method == GooseMethod::Get {
+        Kind::Read
+    } else {
+        Kind::Write
+    };
     let mut builder = user.get_request_builder(&method, path)?;
     if let Some(token) = token {
         builder = builder.bearer_auth(token);
@@ -340,6 +366,7 @@ async fn send(
     let goose = user.request(request).await?;
     let Ok(response) = goose.response else {
         return Ok(Sent {
+            kind,
             status: None,
             body: None,
         });
@@ -351,6 +378,7 @@ async fn send(
         None
     };
     Ok(Sent {
+        kind,
         status: Some(status.as_u16()),
         body,
     })
