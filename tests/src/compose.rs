@@ -117,6 +117,11 @@ impl ComposeProject {
         writeln!(file, "{line}").expect("write env file");
     }
 
+    /// The project's env file (what `.env` is to a user's stack).
+    pub fn env_file(&self) -> &Path {
+        self.env_file.path()
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }

@@ -23,10 +23,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use evergreen_tests::client::{Api, Session, expect};
 use evergreen_tests::compose::{ADMIN_EMAIL, ComposeProject, DATA_NODES, SENTINELS};
+use evergreen_tests::gateway::workspace_binary;
 use evergreen_tests::monitoring::MonitoringApi;
 use evergreen_tests::traffic::{Report, Traffic};
 use evergreen_tests::wait;
@@ -108,6 +110,9 @@ async fn main() {
     failed_reads_as_the_api_logged_them(&stack);
     acls_refused_nothing(&stack);
 
+    step("scripts/demo failover, shortened (loadgen draws the failover)");
+    demo_failover(&stack, &root);
+
     step("docker compose down, then up again (volumes kept)");
     let restart = Instant::now();
     stack.run(&["down", "--timeout", "30"]);
@@ -123,6 +128,64 @@ async fn main() {
         "\nDocker check passed in {:.0} s (project {name})",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `scripts/demo failover` as a user runs it, shortened to 30 s: it finds
+/// the master, pauses it at 10 s and unpauses it at 20 s under loadgen's
+/// traffic, and leaves a chart and a summary with both marks and the write
+/// window; the stack is left as found (the old master a replica in sync).
+fn demo_failover(stack: &ComposeProject, root: &Path) {
+    let master = stack.master_service();
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(root.join("scripts/demo"))
+        .args(["failover", "--seconds", "30", "--out"])
+        .arg(out.path())
+        .env("COMPOSE_PROJECT_NAME", &stack.project)
+        .env("EVERGREEN_ENV_FILE", stack.env_file())
+        .env("EVERGREEN_LOADGEN", workspace_binary("loadgen"))
+        .output()
+        .expect("scripts/demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "scripts/demo failover failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary.json"),
+    )
+    .expect("summary is JSON");
+    let markers = summary["markers"].as_array().expect("markers");
+    let labels: Vec<&str> = markers.iter().filter_map(|m| m["label"].as_str()).collect();
+    assert_eq!(
+        labels,
+        [format!("pause {master}"), format!("unpause {master}")],
+        "{summary}"
+    );
+    let window = markers[0]["write_window_secs"].as_f64().expect("window");
+    // Production timings: down-after 5 s, and a failover within 3 s more.
+    assert!(
+        (4.0..=9.0).contains(&window),
+        "write window {window:.1} s after pausing the master: {summary}"
+    );
+    let refused: Vec<&String> = summary["errors_by_status"]
+        .as_object()
+        .expect("errors")
+        .keys()
+        .filter(|status| *status != "503")
+        .collect();
+    assert!(refused.is_empty(), "only retryable 503s: {summary}");
+    let chart = std::fs::read_to_string(out.path().join("timeline.svg")).expect("timeline.svg");
+    assert!(chart.contains(&format!("pause {master} (writes out")));
+    assert!(stack.is_running(&master), "the demo unpaused {master}");
+    assert!(
+        stack
+            .try_redis_cli(&master, &["info", "replication"])
+            .is_ok_and(|info| info.contains("master_link_status:up")),
+        "the demo left {master} replicating"
+    );
+    println!("scripts/demo failover: write window {window:.1} s after pausing {master}");
 }
 
 /// nginx allows 2 sign-ins or registrations a second per address (bursts of
