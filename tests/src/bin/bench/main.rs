@@ -866,8 +866,10 @@ async fn main() {
         &mut operator,
         gateway.key_prefix(),
         &product_id,
+        // Even a smoke run makes enough records that deleting them moves
+        // used_memory well beyond its noise (dict resizes, buffers).
         if args.smoke {
-            (80, 8)
+            (1_000, 10)
         } else {
             (MEMORY_PURCHASES, MEMORY_BUYERS)
         },
