@@ -30,6 +30,69 @@ struct Series {
     value: fn(&Second) -> f64,
 }
 
+/// One panel: its caption, the unit of its y axis and its lines.
+struct Panel {
+    caption: &'static str,
+    unit: &'static str,
+    series: &'static [Series],
+}
+
+const PANELS: [Panel; 3] = [
+    Panel {
+        caption: "successful requests per second",
+        unit: "requests/s",
+        series: &[
+            Series {
+                name: "reads/s (GET)",
+                color: READS,
+                value: |s| s.reads as f64,
+            },
+            Series {
+                name: "writes/s (POST)",
+                color: WRITES,
+                value: |s| s.writes as f64,
+            },
+        ],
+    },
+    Panel {
+        caption: "failed requests per second, by status",
+        unit: "failed/s",
+        series: &[
+            Series {
+                name: "429 rate limited",
+                color: LIMITED,
+                value: |s| s.failed_429 as f64,
+            },
+            Series {
+                name: "503 retry",
+                color: UNAVAILABLE,
+                value: |s| s.failed_503 as f64,
+            },
+            Series {
+                name: "other / no response",
+                color: OTHER,
+                value: |s| s.failed_other as f64,
+            },
+        ],
+    },
+    Panel {
+        caption: "latency of the requests completed in each second",
+        unit: "ms",
+        series: &[
+            Series {
+                name: "p50",
+                color: READS,
+                value: |s| s.p50_ms,
+            },
+            Series {
+                name: "p99",
+                color: UNAVAILABLE,
+                value: |s| s.p99_ms,
+            },
+        ],
+    },
+];
+
 /// The chart as an SVG document. `title` and `settings` make the caption.
 pub fn svg(
     title: &str,
@@ -73,105 +136,40 @@ fn draw(
             (12, 34),
         )
         .map_err(|e| error(&e))?;
-    let panels = body.split_evenly((3, 1));
     // Markers may fall after the last full second: the axis covers them.
     let end = markers
         .iter()
         .map(|m| m.at_secs.ceil())
         .fold(seconds.len().max(1) as f64, f64::max);
-    panel(
-        &panels[0],
-        "successful requests per second",
-        "requests/s",
-        end,
-        &[
-            Series {
-                name: "reads/s (GET)",
-                color: READS,
-                value: |s| s.reads as f64,
-            },
-            Series {
-                name: "writes/s (POST)",
-                color: WRITES,
-                value: |s| s.writes as f64,
-            },
-        ],
-        seconds,
-        markers,
-        true,
-    )
-    .map_err(|e| error(&e))?;
-    panel(
-        &panels[1],
-        "failed requests per second, by status",
-        "failed/s",
-        end,
-        &[
-            Series {
-                name: "429 rate limited",
-                color: LIMITED,
-                value: |s| s.failed_429 as f64,
-            },
-            Series {
-                name: "503 retry",
-                color: UNAVAILABLE,
-                value: |s| s.failed_503 as f64,
-            },
-            Series {
-                name: "other / no response",
-                color: OTHER,
-                value: |s| s.failed_other as f64,
-            },
-        ],
-        seconds,
-        markers,
-        false,
-    )
-    .map_err(|e| error(&e))?;
-    panel(
-        &panels[2],
-        "latency of the requests completed in each second",
-        "ms",
-        end,
-        &[
-            Series {
-                name: "p50",
-                color: READS,
-                value: |s| s.p50_ms,
-            },
-            Series {
-                name: "p99",
-                color: UNAVAILABLE,
-                value: |s| s.p99_ms,
-            },
-        ],
-        seconds,
-        markers,
-        false,
-    )
-    .map_err(|e| error(&e))?;
+    for (i, (area, panel)) in body
+        .split_evenly((PANELS.len(), 1))
+        .iter()
+        .zip(&PANELS)
+        .enumerate()
+    {
+        // The marker labels go on the first panel only.
+        draw_panel(area, panel, end, seconds, markers, i == 0).map_err(|e| error(&e))?;
+    }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn panel(
+fn draw_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
-    caption: &str,
-    unit: &str,
+    panel: &Panel,
     end: f64,
-    series: &[Series],
     seconds: &[Second],
     markers: &[Marker],
     label_markers: bool,
 ) -> DrawResult {
-    let top = series
+    let top = panel
+        .series
         .iter()
         .flat_map(|line| seconds.iter().map(line.value))
         .fold(0.0, f64::max);
     // Headroom for the legend and the marker labels; never a flat 0..0 axis.
     let top = (top * 1.25).max(1.0);
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 14))
+        .caption(panel.caption, ("sans-serif", 14))
         .margin(6)
         .margin_right(18)
         .x_label_area_size(34)
@@ -180,7 +178,7 @@ fn panel(
     chart
         .configure_mesh()
         .x_desc("seconds since the traffic started")
-        .y_desc(unit)
+        .y_desc(panel.unit)
         .x_labels(12)
         .y_labels(6)
         .x_label_formatter(&|x| format!("{x:.0}"))
@@ -188,7 +186,7 @@ fn panel(
         .light_line_style(WHITE.mix(0.0))
         .label_style(("sans-serif", 12))
         .draw()?;
-    for line in series {
+    for line in panel.series {
         // Each second's value sits at the middle of its second.
         let points = seconds
             .iter()
