@@ -102,6 +102,25 @@ pub fn nginx_program() -> PathBuf {
         .clone()
 }
 
+/// `loadgen -f <scenario> --host <base_url> --report-dir <report_dir>`,
+/// seeding as the bootstrapped admin; the caller adds the load settings.
+pub fn loadgen_command(scenario: &Path, base_url: &str, report_dir: &Path) -> Command {
+    let mut command = Command::new(workspace_binary("loadgen"));
+    command
+        .arg("-f")
+        .arg(scenario)
+        .args(["--host", base_url])
+        .arg("--report-dir")
+        .arg(report_dir)
+        .args([
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ]);
+    command
+}
+
 /// `target/<profile>/<name>`, a binary of the workspace built with this one
 /// (a test in `target/<profile>/deps/` or a bin in `target/<profile>/`).
 /// `cargo build --workspace` and nextest build them all.

@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use evergreen_tests::client::Api;
-use evergreen_tests::gateway::{Gateway, GatewayOptions, workspace_binary};
+use evergreen_tests::gateway::{Gateway, GatewayOptions, loadgen_command};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -49,9 +49,7 @@ async fn a_mixed_load_run_sends_exactly_n_requests_without_errors_and_stock_adds
     .expect("scenario written");
     let report_dir = dir.path().join("report");
 
-    let output = Command::new(workspace_binary("loadgen"))
-        .args(["-f", scenario.to_str().expect("utf-8")])
-        .args(["--host", &gateway.nginx.base_url()])
+    let output = loadgen_command(&scenario, &gateway.nginx.base_url(), &report_dir)
         .args([
             "--concurrency",
             "8",
@@ -60,13 +58,6 @@ async fn a_mixed_load_run_sends_exactly_n_requests_without_errors_and_stock_adds
             "--timeout",
             "90s",
             "--quiet",
-        ])
-        .args(["--report-dir", report_dir.to_str().expect("utf-8")])
-        .args([
-            "--admin-email",
-            ADMIN_EMAIL,
-            "--admin-password",
-            ADMIN_PASSWORD,
         ])
         .output()
         .expect("loadgen runs");
@@ -184,26 +175,17 @@ async fn loadgen_marks_a_paused_master_and_measures_the_write_window_the_failove
     let (marks, report_dir) = (dir.path().join("marks"), dir.path().join("report"));
     let scenario_file =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadgen/scenarios/failover.json");
-    let mut loadgen = tokio::process::Command::new(workspace_binary("loadgen"))
-        .arg("-f")
-        .arg(&scenario_file)
-        .args(["--host", &base_url, "--concurrency", "8", "--rate", "100"])
-        .args(["-n", "3000", "--timeout", "90s"])
-        .arg("--marks-file")
-        .arg(&marks)
-        .arg("--report-dir")
-        .arg(&report_dir)
-        .args([
-            "--admin-email",
-            ADMIN_EMAIL,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("loadgen starts");
+    let mut loadgen =
+        tokio::process::Command::from(loadgen_command(&scenario_file, &base_url, &report_dir))
+            .args(["--concurrency", "8", "--rate", "100"])
+            .args(["-n", "3000", "--timeout", "90s"])
+            .arg("--marks-file")
+            .arg(&marks)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("loadgen starts");
     let mut progress = BufReader::new(loadgen.stderr.take().expect("stderr")).lines();
     while let Some(line) = progress.next_line().await.expect("loadgen's stderr") {
         if line.starts_with("seeded") {

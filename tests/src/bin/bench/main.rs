@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use evergreen_api::redis::Keys;
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD};
 use evergreen_tests::client::{Api, Session, expect};
-use evergreen_tests::gateway::{Gateway, GatewayOptions, nginx_program, workspace_binary};
+use evergreen_tests::gateway::{
+    Gateway, GatewayOptions, loadgen_command, nginx_program, workspace_binary,
+};
 use evergreen_tests::redis_ha::{render, users};
 use evergreen_tests::wait;
 use futures_util::StreamExt;
@@ -898,22 +900,11 @@ async fn main() {
         "mixed scenario (loadgen, shopping.json)",
         &tiers,
         || {
-            let loadgen = Command::new(workspace_binary("loadgen"))
-                .args(["-f"])
-                .arg(
-                    Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("../loadgen/scenarios/shopping.json"),
-                )
-                .args(["--host", &base, "--concurrency", &CONNECTIONS.to_string()])
+            let scenario =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadgen/scenarios/shopping.json");
+            let loadgen = loadgen_command(&scenario, &base, &report_dir)
+                .args(["--concurrency", &CONNECTIONS.to_string()])
                 .args(["-n", &total.to_string(), "--timeout", "5m", "--quiet"])
-                .arg("--report-dir")
-                .arg(&report_dir)
-                .args([
-                    "--admin-email",
-                    ADMIN_EMAIL,
-                    "--admin-password",
-                    ADMIN_PASSWORD,
-                ])
                 .status()
                 .expect("loadgen runs");
             assert!(loadgen.success(), "loadgen failed");
