@@ -18,6 +18,25 @@ apt_install() {
         "$@" >/dev/null
 }
 
+# fill_secrets EXAMPLE OUTPUT: writes OUTPUT (mode 0600) from EXAMPLE with
+# every empty *_PASSWORD= line given 48 random characters and every empty
+# *_SECRET= line (the JWT key) 96. Used for .env (scripts/up) and the
+# Kubernetes overlays' secrets.env (scripts/kube-secrets).
+fill_secrets() {
+    local example=$1 output=$2 line
+    random() { head -c 144 /dev/urandom | base64 | tr -d '/+=\n' | cut -c "1-$1"; }
+    (
+        umask 077
+        while IFS= read -r line || [ -n "$line" ]; do
+            case $line in
+                *_PASSWORD=) printf '%s%s\n' "$line" "$(random 48)" ;;
+                *_SECRET=) printf '%s%s\n' "$line" "$(random 96)" ;;
+                *) printf '%s\n' "$line" ;;
+            esac
+        done <"$example" >"$output"
+    )
+}
+
 # nginx, dnsmasq, iptables and ip live in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -63,4 +82,51 @@ WRAPPER
     EVERGREEN_NGINX=$(cd "$NGINX_TREE" && pwd)/nginx
     export EVERGREEN_NGINX
     "$EVERGREEN_NGINX" -v
+}
+
+# forky_package PACKAGE: unpacks Debian forky's PACKAGE (fetched with the
+# forky tree's apt, see modern_nginx) into target/tools/PACKAGE-forky, once,
+# and prints that directory. For Go programs that need only libc, which then
+# run on bookworm as they are.
+forky_package() {
+    local package=$1 dir=target/tools/$1-forky root=$NGINX_TREE/rootfs
+    if [ ! -d "$dir/usr" ]; then
+        modern_nginx >/dev/null 2>&1
+        step "$package from Debian forky into $dir (once)" >&2
+        as_root chroot "$root" sh -c "cd /tmp && rm -f ${package}_*.deb && apt-get download $package >/dev/null"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        dpkg-deb -x "$root"/tmp/"${package}"_*.deb "$dir"
+        as_root rm -f "$root"/tmp/"${package}"_*.deb
+    fi
+    (cd "$dir" && pwd)
+}
+
+# kubernetes_tools: what tests/tests/kubernetes.rs runs, exported as
+#   EVERGREEN_KUBECTL               kubectl with its Kustomize: the machine's,
+#                                   else Debian forky's (bookworm's 1.20 is too old)
+#   EVERGREEN_KUBERNETES_VALIDATE   kubernetes-validate (PyPI, pinned) in a venv
+#   EVERGREEN_KUBERNETES_PROMTOOL   Debian forky's promtool 3.5: bookworm's
+#                                   2.42 is built without Kubernetes service
+#                                   discovery and refuses prometheus/kubernetes.yml
+KUBERNETES_VALIDATE_VERSION=1.37.0
+kubernetes_tools() {
+    if command -v kubectl >/dev/null; then
+        EVERGREEN_KUBECTL=$(command -v kubectl)
+    else
+        EVERGREEN_KUBECTL=$(forky_package kubectl)/usr/bin/kubectl
+    fi
+    EVERGREEN_KUBERNETES_PROMTOOL=$(forky_package promtool)/usr/bin/promtool
+    local venv=target/kubernetes-validate-venv
+    if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+        step "kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $venv (PyPI)"
+        python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    fi
+    EVERGREEN_KUBERNETES_VALIDATE=$(cd "$venv" && pwd)/bin/kubernetes-validate
+    export EVERGREEN_KUBECTL EVERGREEN_KUBERNETES_PROMTOOL EVERGREEN_KUBERNETES_VALIDATE
+    "$EVERGREEN_KUBECTL" version --client | head -n 2
+    "$EVERGREEN_KUBERNETES_PROMTOOL" --version | head -n 1
 }

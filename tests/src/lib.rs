@@ -5,6 +5,7 @@
 //! - [`app`]: API instances on top of it, each built like production (in-process).
 //! - [`gateway`]: nginx, a DNS server and API replicas as real processes.
 //! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
+//! - [`kubernetes`]: the Kubernetes manifests as `kubectl kustomize` renders an overlay.
 //! - [`lab`]: network namespaces for partition tests without Docker.
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters from the shipped `prometheus/` files.
@@ -17,6 +18,7 @@ pub mod child;
 pub mod client;
 pub mod compose;
 pub mod gateway;
+pub mod kubernetes;
 pub mod lab;
 pub mod measure;
 pub mod monitoring;
