@@ -19,7 +19,9 @@
 # first pod (FIRST_MASTER). When Sentinels answer but name no master that
 # confirms it (a failover under way, or they name this very pod, whose data
 # is gone), the script fails and Kubernetes runs it again: starting as a
-# master on an empty volume would make the replicas drop their data.
+# master on an empty volume would make the replicas drop their data. The
+# one exception is the first start of all pods at once: Sentinels that
+# started first name FIRST_MASTER without ever having seen a replica of it.
 #
 # Environment: POD_NAME, POD_NAMESPACE, CLUSTER_DOMAIN, FIRST_MASTER,
 # SENTINEL_SERVICES (space-separated Service names), MASTER_NAME, REDIS_PORT,
@@ -59,12 +61,22 @@ current_master() {
         [ -n "$address" ] || continue
         view=$(ask "$address" "${SENTINEL_PORT:?}" sentinel master "${MASTER_NAME:?}" 2>/dev/null) || continue
         # Field names and values alternate, one per line.
-        master=$(printf '%s\n' "$view" | awk 'previous == "ip" { ip = $0 } previous == "port" { port = $0 }
-            { previous = $0 } END { if (ip != "" && port != "") print ip, port }')
-        [ -n "$master" ] || continue
+        field() { printf '%s\n' "$view" | awk -v name="$1" 'previous == name { print; exit } { previous = $0 }'; }
+        master="$(field ip) $(field port)"
+        [ "$master" != " " ] || continue
         answered=yes
         # shellcheck disable=SC2086 # "ip port" into two arguments
         if ask $master info replication 2>/dev/null | grep -q '^role:master'; then
+            echo "$master"
+            return 0
+        fi
+        # This very pod, not running yet: at the first start, when the
+        # Sentinels (started alongside) monitor FIRST_MASTER but have never
+        # seen a replica of it, nobody holds data and it may start as the
+        # master. Once they have, its empty volume must not become the
+        # master: wait for the failover its absence brings.
+        if [ "${master% *}" = "$self" ] && [ "$(field num-slaves)" = 0 ]; then
+            echo "kubernetes-init.sh: $service names this pod and has never seen a replica: first start" >&2
             echo "$master"
             return 0
         fi

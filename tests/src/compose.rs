@@ -522,7 +522,7 @@ fn sentinel_log_time(line: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 /// A /24 under 10.151 that overlaps no network of this Docker engine, so
 /// that a check never clashes with a stack (or a leftover project) already
 /// running here.
-fn free_subnet_prefix() -> String {
+pub fn free_subnet_prefix() -> String {
     let networks = stdout(Command::new("docker").args(["network", "ls", "-q"]));
     let used: Vec<(u32, u32)> = if networks.is_empty() {
         Vec::new()

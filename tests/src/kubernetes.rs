@@ -78,7 +78,9 @@ impl Rendered {
 
     pub fn of_kind<'a>(&'a self, kind: &str) -> impl Iterator<Item = &'a Value> + 'a {
         let kind = kind.to_owned();
-        self.objects.iter().filter(move |o| o["kind"] == kind.as_str())
+        self.objects
+            .iter()
+            .filter(move |o| o["kind"] == kind.as_str())
     }
 
     /// The object of `kind` named `name`, or of a generated name `name-<hash>`.

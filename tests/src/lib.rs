@@ -7,6 +7,7 @@
 //! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
 //! - [`kubernetes`]: the Kubernetes manifests as `kubectl kustomize` renders an overlay.
 //! - [`lab`]: network namespaces for partition tests without Docker.
+//! - [`pods`]: a rendered overlay's pods as Docker containers, with cluster DNS and Service VIPs.
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters from the shipped `prometheus/` files.
 //! - [`traffic`]: buyers and readers that run through a fault and record what they saw.
@@ -22,6 +23,7 @@ pub mod kubernetes;
 pub mod lab;
 pub mod measure;
 pub mod monitoring;
+pub mod pods;
 pub mod redis_ha;
 pub mod traffic;
 pub mod wait;

@@ -6,8 +6,9 @@
 //! and Alertmanager configs through promtool and amtool.
 //!
 //! Needs kubectl (with its Kustomize), kubernetes-validate and a promtool
-//! with Kubernetes service discovery: scripts/test installs the last two and
-//! names them in EVERGREEN_KUBERNETES_VALIDATE and EVERGREEN_KUBERNETES_PROMTOOL.
+//! with Kubernetes service discovery: scripts/test installs them and names
+//! them in EVERGREEN_KUBECTL, EVERGREEN_KUBERNETES_VALIDATE and
+//! EVERGREEN_KUBERNETES_PROMTOOL (scripts/lib.sh, kubernetes_tools).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
