@@ -22,6 +22,7 @@
 # master on an empty volume would make the replicas drop their data. The
 # one exception is the first start of all pods at once: Sentinels that
 # started first name FIRST_MASTER without ever having seen a replica of it.
+# It asks again every 2 s for up to INIT_WAIT_SECONDS (120) before failing.
 #
 # Environment: POD_NAME, POD_NAMESPACE, CLUSTER_DOMAIN, FIRST_MASTER,
 # SENTINEL_SERVICES (space-separated Service names), MASTER_NAME, REDIS_PORT,
@@ -99,7 +100,18 @@ if [ -s "$config" ]; then
     exit 0
 fi
 
-master=$(current_master) || die "the Sentinels name no master that confirms it; retrying later"
+# Asked again every 2 s for up to INIT_WAIT_SECONDS before giving up: a
+# failed init container is retried by kubelet with a growing back-off (10 s,
+# 20 s, 40 s...), which would keep a pod out for minutes after a failover
+# that takes seconds.
+waited=0
+until master=$(current_master); do
+    [ "$waited" -lt "${INIT_WAIT_SECONDS:-120}" ] ||
+        die "the Sentinels name no master that confirms it after ${waited} s"
+    [ "$waited" -gt 0 ] || echo "kubernetes-init.sh: the Sentinels name no master that confirms it yet; asking every 2 s"
+    sleep 2
+    waited=$((waited + 2))
+done
 if [ -z "$master" ]; then
     master="$(vip "${FIRST_MASTER:?}") ${REDIS_PORT:?}"
     echo "kubernetes-init.sh: no Sentinel answers (first start): $FIRST_MASTER ($master) is the master"

@@ -29,8 +29,8 @@ fill_secrets() {
         umask 077
         while IFS= read -r line || [ -n "$line" ]; do
             case $line in
-                *_PASSWORD=) printf '%s%s\n' "$line" "$(random 48)" ;;
-                *_SECRET=) printf '%s%s\n' "$line" "$(random 96)" ;;
+                [A-Z]*_PASSWORD=) printf '%s%s\n' "$line" "$(random 48)" ;;
+                [A-Z]*_SECRET=) printf '%s%s\n' "$line" "$(random 96)" ;;
                 *) printf '%s\n' "$line" ;;
             esac
         done <"$example" >"$output"

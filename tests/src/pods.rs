@@ -92,9 +92,8 @@ pub struct ServiceAddress {
 pub struct Cluster {
     pub rendered: Rendered,
     pub namespace: String,
-    /// Prefix of every Docker object of this run.
+    /// Prefix of every Docker object of this run, and its network's name.
     run: String,
-    network: String,
     prefix: String,
     gateway: Ipv4Addr,
     dir: tempfile::TempDir,
@@ -193,7 +192,6 @@ impl Cluster {
             rendered,
             namespace,
             run,
-            network: String::new(),
             prefix,
             gateway,
             dir,
@@ -206,7 +204,6 @@ impl Cluster {
             services: Vec::new(),
             proxies: Vec::new(),
         };
-        cluster.network = cluster.run.clone();
 
         let services: Vec<Value> = cluster
             .rendered
@@ -345,7 +342,7 @@ impl Cluster {
                 "--label",
                 &format!("evergreen-pods={}", self.run),
                 "--network",
-                &self.network,
+                &self.run,
                 "--ip",
                 &ip.to_string(),
                 "--hostname",
@@ -1061,7 +1058,7 @@ impl Drop for Cluster {
                 let _ = docker(&rm);
             }
         }
-        let _ = docker(&["network", "rm", &self.network]);
+        let _ = docker(&["network", "rm", &self.run]);
         if let Ok(mut dns) = self.dns.lock() {
             let _ = dns.kill();
             let _ = dns.wait();
