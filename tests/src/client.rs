@@ -60,6 +60,14 @@ pub async fn expect_problem(response: Response, status: StatusCode, code: &str) 
     body
 }
 
+/// `expect(response, status)`, or an error to try again on nginx's 429.
+async fn unless_throttled(response: Response, status: StatusCode) -> Result<Value, String> {
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        return Err("429 from nginx".to_owned());
+    }
+    Ok(expect(response, status).await)
+}
+
 impl Api {
     pub fn new(base_url: &str) -> Self {
         let http = reqwest::Client::builder()
@@ -288,6 +296,38 @@ impl Api {
         )
         .await;
         self.login_ok(&email, password).await
+    }
+
+    /// A fresh customer registered and signed in through nginx, which allows
+    /// 2 sign-ins or registrations a second per address (bursts of 10): like
+    /// a polite client, it tries again while nginx answers 429.
+    pub async fn new_customer_through_nginx(&self) -> Session {
+        let email = format!("buyer-{}@example.com", Uuid::new_v4().simple());
+        let password = "buyer-password-1";
+        crate::wait::until(
+            "nginx to accept a registration",
+            std::time::Duration::from_secs(30),
+            || async {
+                unless_throttled(
+                    self.register(&email, password, "Buyer").await,
+                    StatusCode::CREATED,
+                )
+                .await
+            },
+        )
+        .await;
+        self.login_through_nginx(&email, password).await
+    }
+
+    /// Signs in through nginx, trying again while it answers 429.
+    pub async fn login_through_nginx(&self, email: &str, password: &str) -> Session {
+        let tokens = crate::wait::until(
+            "nginx to accept a sign-in",
+            std::time::Duration::from_secs(30),
+            || async { unless_throttled(self.login(email, password).await, StatusCode::OK).await },
+        )
+        .await;
+        self.session(email, password, &tokens).await
     }
 
     /// Creates a product as `admin` and returns its JSON.

@@ -120,6 +120,16 @@ impl Rendered {
     }
 }
 
+/// A JSON object of strings (labels, selectors, ConfigMap data) as a map.
+pub fn string_map(value: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(value.clone()).unwrap_or_default()
+}
+
+/// Whether a (non-empty) label selector matches `labels`.
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 pub fn name_of(object: &Value) -> &str {
     object["metadata"]["name"].as_str().unwrap_or("")
 }

@@ -45,7 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::compose::free_subnet_prefix;
-use crate::kubernetes::{Rendered, containers, name_of};
+use crate::kubernetes::{Rendered, containers, name_of, selects, string_map};
 use crate::{child, wait};
 
 /// The image of the pause containers (anything with `sleep` will do).
@@ -128,14 +128,6 @@ async fn docker_async(args: Vec<String>) -> Result<String, String> {
     })
     .await
     .expect("docker task")
-}
-
-fn string_map(value: &Value) -> BTreeMap<String, String> {
-    serde_json::from_value(value.clone()).unwrap_or_default()
-}
-
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 impl Cluster {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::process::Command;
 
-use evergreen_tests::kubernetes::{Rendered, containers, name_of, repo_root};
+use evergreen_tests::kubernetes::{Rendered, containers, name_of, repo_root, selects, string_map};
 use serde_json::Value;
 
 const OVERLAYS: [&str; 2] = ["dev", "production"];
@@ -43,14 +43,6 @@ fn run(command: &mut Command) -> (bool, String) {
 
 fn labels(object: &Value) -> BTreeMap<String, String> {
     serde_json::from_value(object["metadata"]["labels"].clone()).unwrap_or_default()
-}
-
-fn string_map(value: &Value) -> BTreeMap<String, String> {
-    serde_json::from_value(value.clone()).unwrap_or_default()
-}
-
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[test]

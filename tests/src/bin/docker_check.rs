@@ -110,7 +110,7 @@ async fn main() {
     step("faults under traffic, one after another");
     let mut buyers = vec![customer];
     for _ in 1..BUYERS {
-        buyers.push(signed_up(&api).await);
+        buyers.push(api.new_customer_through_nginx().await);
     }
     let (faults, report) =
         faults_under_traffic(&stack, &api, &monitoring, &buyers, &product_id).await;
@@ -193,47 +193,6 @@ fn demo_failover(stack: &ComposeProject, root: &Path) {
         "the demo left {master} replicating"
     );
     println!("scripts/demo failover: write window {window:.1} s after pausing {master}");
-}
-
-/// nginx allows 2 sign-ins or registrations a second per address (bursts of
-/// 10): like a polite client, try again while it answers 429.
-async fn unless_throttled(
-    response: reqwest::Response,
-    status: StatusCode,
-) -> Result<Value, String> {
-    if response.status() == StatusCode::TOO_MANY_REQUESTS {
-        return Err("429 from nginx".to_owned());
-    }
-    Ok(expect(response, status).await)
-}
-
-/// A new customer, signed in.
-async fn signed_up(api: &Api) -> Session {
-    let email = format!("buyer-{}@example.com", uuid::Uuid::new_v4().simple());
-    let password = "buyer-password-1";
-    wait::until(
-        "nginx to accept a registration",
-        Duration::from_secs(30),
-        || async {
-            unless_throttled(
-                api.register(&email, password, "Buyer").await,
-                StatusCode::CREATED,
-            )
-            .await
-        },
-    )
-    .await;
-    signed_in(api, &email, password).await
-}
-
-async fn signed_in(api: &Api, email: &str, password: &str) -> Session {
-    let tokens = wait::until(
-        "nginx to accept a sign-in",
-        Duration::from_secs(30),
-        || async { unless_throttled(api.login(email, password).await, StatusCode::OK).await },
-    )
-    .await;
-    api.session(email, password, &tokens).await
 }
 
 /// One container per service started, two for `api` (its default scale).
@@ -1190,10 +1149,10 @@ async fn data_survived(
     product_id: &str,
     report: &Report,
 ) -> BTreeSet<String> {
-    let admin = signed_in(api, &admin.email, &admin.password).await;
+    let admin = api.login_through_nginx(&admin.email, &admin.password).await;
     let mut recorded: Vec<Value> = Vec::new();
     for buyer in buyers {
-        let buyer = signed_in(api, &buyer.email, &buyer.password).await;
+        let buyer = api.login_through_nginx(&buyer.email, &buyer.password).await;
         recorded.extend(api.all_pages(&buyer.access_token, "/purchases").await);
     }
     let ids: BTreeSet<String> = recorded

@@ -30,12 +30,11 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use evergreen_tests::client::{Api, Session, expect};
+use evergreen_tests::client::Api;
 use evergreen_tests::kubernetes::{Rendered, name_of};
 use evergreen_tests::pods::Cluster;
 use evergreen_tests::traffic::Traffic;
 use evergreen_tests::wait;
-use reqwest::StatusCode;
 use serde_json::json;
 
 const DATA_PODS: [&str; 3] = ["redis-0", "redis-1", "redis-2"];
@@ -125,12 +124,12 @@ async fn main() {
         "nginx routes to the API {:.1} s after its pods were ready",
         routed.elapsed().as_secs_f64()
     );
-    let admin = signed_in(&api, &admin_email, &admin_password).await;
+    let admin = api.login_through_nginx(&admin_email, &admin_password).await;
     let product = api.new_product(&admin, 250, 1_000_000).await;
     let product_id = product["id"].as_str().expect("product id").to_owned();
     let mut buyers = Vec::new();
     for _ in 0..BUYERS {
-        buyers.push(signed_up(&api).await);
+        buyers.push(api.new_customer_through_nginx().await);
     }
     println!("sign-in, product and {BUYERS} customers through nginx's Service: ok");
 
@@ -305,39 +304,6 @@ fn set_env(rendered: &mut Rendered, deployment: &str, name: &str, value: &str) {
         .find(|v| v["name"] == name)
         .expect("the variable");
     var["value"] = json!(value);
-}
-
-async fn signed_up(api: &Api) -> Session {
-    let email = format!("buyer-{}@example.com", uuid::Uuid::new_v4().simple());
-    let password = "buyer-password-1";
-    wait::until(
-        "nginx to accept a registration",
-        Duration::from_secs(30),
-        || async {
-            let response = api.register(&email, password, "Buyer").await;
-            (response.status() == StatusCode::CREATED)
-                .then_some(())
-                .ok_or(response.status())
-        },
-    )
-    .await;
-    signed_in(api, &email, password).await
-}
-
-async fn signed_in(api: &Api, email: &str, password: &str) -> Session {
-    let tokens = wait::until(
-        "nginx to accept a sign-in",
-        Duration::from_secs(30),
-        || async {
-            let response = api.login(email, password).await;
-            if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                return Err("429 from nginx".to_owned());
-            }
-            Ok(expect(response, StatusCode::OK).await)
-        },
-    )
-    .await;
-    api.session(email, password, &tokens).await
 }
 
 /// `redis-cli` in a data pod, signed in as the admin (`default`) user.
