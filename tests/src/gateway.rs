@@ -190,6 +190,35 @@ fn signal(child: &Child, name: &str) {
         .status();
 }
 
+/// dnsmasq on `listen_address:port`, answering only from `dir/hosts` (made
+/// empty here; dnsmasq re-reads it on SIGHUP), logging to `dir/dnsmasq.log`.
+/// Returns the process and the hosts file's path.
+pub fn dnsmasq(dir: &Path, listen_address: &str, port: u16) -> (Child, PathBuf) {
+    let hosts = dir.join("hosts");
+    fs::write(&hosts, "").expect("hosts file");
+    let log = fs::File::create(dir.join("dnsmasq.log")).expect("log file");
+    let child = child::command("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file=",
+            "--local-ttl=1",
+            "--log-facility=-",
+        ])
+        .arg(format!("--listen-address={listen_address}"))
+        .arg(format!("--port={port}"))
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("dnsmasq starts (Debian package dnsmasq-base)");
+    (child, hosts)
+}
+
 /// dnsmasq answering `API_HOST` from a hosts file it re-reads on SIGHUP.
 #[derive(Debug)]
 pub struct Dns {
@@ -201,30 +230,7 @@ pub struct Dns {
 impl Dns {
     fn start(dir: &Path) -> Self {
         let port = wait::free_port();
-        let hosts = dir.join("hosts");
-        fs::write(&hosts, "").expect("hosts file");
-        let log = fs::File::create(dir.join("dnsmasq.log")).expect("log file");
-        let child = child::command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-            ])
-            .args([
-                "--listen-address=127.0.0.1",
-                "--user=root",
-                "--pid-file=",
-                "--local-ttl=1",
-                "--log-facility=-",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("dnsmasq starts (Debian package dnsmasq-base)");
+        let (child, hosts) = dnsmasq(dir, "127.0.0.1", port);
         Self { port, hosts, child }
     }
 

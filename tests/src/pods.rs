@@ -45,8 +45,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::compose::free_subnet_prefix;
+use crate::gateway::dnsmasq;
 use crate::kubernetes::{Rendered, containers, name_of, selects, string_map};
-use crate::{child, wait};
+use crate::wait;
 
 /// The image of the pause containers (anything with `sleep` will do).
 const PAUSE_IMAGE: &str = "redis:7.0.15-bookworm";
@@ -158,27 +159,7 @@ impl Cluster {
         let bridge = format!("br-{}", &id[..12]);
 
         let dir = tempfile::tempdir().expect("temporary directory");
-        let hosts = dir.path().join("hosts");
-        fs::write(&hosts, "").expect("hosts file");
-        let log = fs::File::create(dir.path().join("dnsmasq.log")).expect("log");
-        let dns = child::command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--user=root",
-                "--pid-file=",
-                "--local-ttl=1",
-                "--log-facility=-",
-            ])
-            .arg(format!("--listen-address={gateway}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("dnsmasq starts (Debian package dnsmasq-base)");
+        let (dns, hosts) = dnsmasq(dir.path(), &gateway.to_string(), 53);
 
         let mut cluster = Self {
             rendered,
@@ -773,20 +754,13 @@ impl Cluster {
     /// then each container's preStop sleep, SIGTERM, and a kill when the
     /// grace period is over; the pod's emptyDir volumes go with it.
     pub async fn delete_pod(&self, pod: &str) {
-        let (containers_of_pod, template, volumes) = {
-            let mut state = self.state.lock().expect("lock");
-            let p = state
-                .pods
-                .get_mut(pod)
-                .unwrap_or_else(|| panic!("no pod {pod}"));
-            p.terminating = true;
-            (p.containers.clone(), p.template.clone(), p.volumes.clone())
-        };
+        let terminating = self.mark_terminating(pod);
         self.republisher()();
+        let template = &terminating.template;
         let grace = template["spec"]["terminationGracePeriodSeconds"]
             .as_u64()
             .unwrap_or(30);
-        let stops = containers(&template)
+        let stops = containers(template)
             .into_iter()
             .filter(|(_, _, init)| !init)
             .map(|(name, spec, _)| {
@@ -801,36 +775,41 @@ impl Cluster {
                 }
             });
         futures_util::future::join_all(stops).await;
-        self.remove(pod, &containers_of_pod, &volumes).await;
+        self.remove(pod, &terminating).await;
     }
 
     /// A pod lost at once (its node died, `delete --force --grace-period=0`):
     /// every container killed, no preStop.
     pub async fn kill_pod(&self, pod: &str) {
-        let (containers_of_pod, volumes) = {
-            let mut state = self.state.lock().expect("lock");
-            let p = state
-                .pods
-                .get_mut(pod)
-                .unwrap_or_else(|| panic!("no pod {pod}"));
-            p.terminating = true;
-            (p.containers.clone(), p.volumes.clone())
-        };
+        let terminating = self.mark_terminating(pod);
         let mut kill = vec!["kill".to_owned()];
-        kill.extend(containers_of_pod.iter().skip(1).cloned());
+        kill.extend(terminating.containers.iter().skip(1).cloned());
         let _ = docker_async(kill).await;
         self.republisher()();
-        self.remove(pod, &containers_of_pod, &volumes).await;
+        self.remove(pod, &terminating).await;
     }
 
-    async fn remove(&self, pod: &str, containers_of_pod: &[String], volumes: &[String]) {
+    /// Marks `pod` terminating (out of every endpoint from the next DNS
+    /// publication on) and returns it as it was.
+    fn mark_terminating(&self, pod: &str) -> Pod {
+        let mut state = self.state.lock().expect("lock");
+        let p = state
+            .pods
+            .get_mut(pod)
+            .unwrap_or_else(|| panic!("no pod {pod}"));
+        p.terminating = true;
+        p.clone()
+    }
+
+    /// Its containers and pod-lifetime volumes gone, the pod forgotten.
+    async fn remove(&self, name: &str, pod: &Pod) {
         let mut rm = vec!["rm".to_owned(), "-f".to_owned()];
-        rm.extend(containers_of_pod.iter().cloned());
+        rm.extend(pod.containers.iter().cloned());
         let _ = docker_async(rm).await;
-        for volume in volumes {
+        for volume in &pod.volumes {
             let _ = docker_async(vec!["volume".into(), "rm".into(), volume.clone()]).await;
         }
-        self.state.lock().expect("lock").pods.remove(pod);
+        self.state.lock().expect("lock").pods.remove(name);
         self.republisher()();
     }
 
