@@ -181,9 +181,9 @@ async fn main() {
     );
 
     println!(
-        "\n| fault | failover | write-unavailability window | reads ok / failed | purchase attempts refused (503, retried) | Sentinel TILT |"
+        "\n| fault | failover | write-unavailability window | reads ok / failed | purchase attempts refused (503, retried) | Sentinel TILT | nginx errors |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let faults = [
         &master_deleted,
         &master_crashed,
@@ -194,7 +194,7 @@ async fn main() {
     ];
     for fault in faults {
         println!(
-            "| {} | {} | {:.1} s | {} / {} | {} | {} |",
+            "| {} | {} | {:.1} s | {} / {} | {} | {} | {} |",
             fault.name,
             fault
                 .failover
@@ -203,7 +203,8 @@ async fn main() {
             fault.reads - fault.failed_reads,
             fault.failed_reads,
             fault.refused,
-            fault.tilt
+            fault.logs.tilt,
+            fault.logs.nginx_errors
         );
     }
     let mut problems = Vec::new();
@@ -223,7 +224,7 @@ async fn main() {
                 fault.name, fault.failed_reads, fault.reads
             ));
         }
-        if fault.tilt > 0 {
+        if fault.logs.tilt > 0 {
             problems.push(format!("{}: a Sentinel entered TILT", fault.name));
         }
     }
@@ -231,6 +232,12 @@ async fn main() {
         if fault.failover.is_none_or(|f| f > FAILOVER_BOUND) {
             problems.push(format!("{}: failover {:?}", fault.name, fault.failover));
         }
+    }
+    if rollout.logs.nginx_errors > 0 {
+        problems.push(format!(
+            "rolling restart: nginx logged {} upstream errors (preStop too short?)",
+            rollout.logs.nginx_errors
+        ));
     }
     for fault in [&replica_lost, &sentinel_moved, &rollout] {
         if fault.failed_reads + fault.refused > 0 {
@@ -277,7 +284,8 @@ struct Fault {
     failed_reads: usize,
     /// Purchase attempts answered 503 (retried with their key) or not at all.
     refused: usize,
-    tilt: usize,
+    /// What the components logged during the fault.
+    logs: LogCounts,
 }
 
 fn set_config(rendered: &mut Rendered, config_map: &str, key: &str, value: &str) {
@@ -383,11 +391,40 @@ async fn exactly_one_master(cluster: &Cluster) -> String {
     .await
 }
 
-fn tilt_lines(cluster: &Cluster) -> usize {
-    SENTINEL_PODS
-        .iter()
-        .map(|pod| cluster.logs(pod, "sentinel").matches("+tilt").count())
-        .sum()
+/// Lines of the components' own logs that tell of trouble.
+#[derive(Debug, Clone, Copy)]
+struct LogCounts {
+    /// `+tilt` of the Sentinels.
+    tilt: usize,
+    /// `[error]` of nginx (an upstream that failed it).
+    nginx_errors: usize,
+}
+
+impl LogCounts {
+    fn read(cluster: &Cluster) -> Self {
+        let count = |pods: Vec<String>, container: &str, needle: &str| -> usize {
+            pods.iter()
+                .map(|pod| cluster.logs(pod, container).matches(needle).count())
+                .sum()
+        };
+        Self {
+            tilt: count(
+                SENTINEL_PODS.map(str::to_owned).to_vec(),
+                "sentinel",
+                "+tilt",
+            ),
+            nginx_errors: count(cluster.pods_of("nginx"), "nginx", "[error]"),
+        }
+    }
+
+    /// What was logged since `before`.
+    fn since(cluster: &Cluster, before: Self) -> Self {
+        let now = Self::read(cluster);
+        Self {
+            tilt: now.tilt.saturating_sub(before.tilt),
+            nginx_errors: now.nginx_errors.saturating_sub(before.nginx_errors),
+        }
+    }
 }
 
 /// Lets the traffic run a few seconds between faults.
@@ -406,7 +443,7 @@ impl Fault {
         traffic: &Traffic,
         (started, ended): (Duration, Duration),
         failover: Option<Duration>,
-        tilt: usize,
+        logs: LogCounts,
     ) -> Self {
         let report = traffic.snapshot();
         let reads = report.reads_between(started, ended);
@@ -421,13 +458,13 @@ impl Fault {
                 .iter()
                 .filter(|w| w.started >= started && w.started <= ended && !w.succeeded())
                 .count(),
-            tilt,
+            logs,
         }
     }
 }
 
 async fn master_pod_deleted(cluster: &Cluster, traffic: &Traffic) -> Fault {
-    let tilt = tilt_lines(cluster);
+    let logs = LogCounts::read(cluster);
     let master = exactly_one_master(cluster).await;
     let old_ip = cluster.pod_ip(&master).expect("master pod");
     let vip = cluster.vip(&master).to_string();
@@ -458,12 +495,12 @@ async fn master_pod_deleted(cluster: &Cluster, traffic: &Traffic) -> Fault {
         traffic,
         (started, ended),
         Some(promoted - gone),
-        tilt_lines(cluster) - tilt,
+        LogCounts::since(cluster, logs),
     )
 }
 
 async fn replica_rescheduled_empty(cluster: &Cluster, traffic: &Traffic) -> Fault {
-    let tilt = tilt_lines(cluster);
+    let logs = LogCounts::read(cluster);
     let master = exactly_one_master(cluster).await;
     let replica = DATA_PODS
         .into_iter()
@@ -491,7 +528,7 @@ async fn replica_rescheduled_empty(cluster: &Cluster, traffic: &Traffic) -> Faul
         traffic,
         (started, ended),
         None,
-        tilt_lines(cluster) - tilt,
+        LogCounts::since(cluster, logs),
     )
 }
 
@@ -499,7 +536,7 @@ async fn replica_rescheduled_empty(cluster: &Cluster, traffic: &Traffic) -> Faul
 /// no failover, writes back when it is, nothing lost (its AOF holds every
 /// write it acknowledged: a killed process loses nothing the kernel has).
 async fn master_pod_killed_and_back_at_once(cluster: &Cluster, traffic: &Traffic) -> Fault {
-    let tilt = tilt_lines(cluster);
+    let logs = LogCounts::read(cluster);
     let master = exactly_one_master(cluster).await;
     let started = traffic.now();
     cluster.kill_pod(&master).await;
@@ -513,7 +550,7 @@ async fn master_pod_killed_and_back_at_once(cluster: &Cluster, traffic: &Traffic
         traffic,
         (started, ended),
         None,
-        tilt_lines(cluster) - tilt,
+        LogCounts::since(cluster, logs),
     )
 }
 
@@ -539,7 +576,7 @@ async fn promotion(cluster: &Cluster, old_vip: &str) -> String {
 /// start it as an empty master (the replicas would drop their data to copy
 /// it) but wait for the failover and come back as a replica.
 async fn master_pod_back_empty(cluster: &Cluster, traffic: &Traffic) -> Fault {
-    let tilt = tilt_lines(cluster);
+    let logs = LogCounts::read(cluster);
     let master = exactly_one_master(cluster).await;
     let vip = cluster.vip(&master).to_string();
     let started = traffic.now();
@@ -568,14 +605,14 @@ async fn master_pod_back_empty(cluster: &Cluster, traffic: &Traffic) -> Fault {
         traffic,
         (started, ended),
         Some(promoted - gone),
-        tilt_lines(cluster) - tilt,
+        LogCounts::since(cluster, logs),
     )
 }
 
 /// A Sentinel rescheduled: the others know it by its Service's VIP, which
 /// stays; it comes back with its rewritten config and rejoins.
 async fn sentinel_pod_deleted(cluster: &Cluster, traffic: &Traffic) -> Fault {
-    let tilt = tilt_lines(cluster);
+    let logs = LogCounts::read(cluster);
     let sentinel = SENTINEL_PODS[0];
     let old_ip = cluster.pod_ip(sentinel).expect("the Sentinel pod");
     let started = traffic.now();
@@ -593,12 +630,12 @@ async fn sentinel_pod_deleted(cluster: &Cluster, traffic: &Traffic) -> Fault {
         traffic,
         (started, ended),
         None,
-        tilt_lines(cluster) - tilt,
+        LogCounts::since(cluster, logs),
     )
 }
 
 async fn rolling_restart(cluster: &Cluster, traffic: &Traffic) -> Fault {
-    let tilt = tilt_lines(cluster);
+    let logs = LogCounts::read(cluster);
     let started = traffic.now();
     for old in cluster.pods_of("api") {
         // maxSurge 1, maxUnavailable 0: the new pod ready before the old goes.
@@ -613,7 +650,7 @@ async fn rolling_restart(cluster: &Cluster, traffic: &Traffic) -> Fault {
         traffic,
         (started, ended),
         None,
-        tilt_lines(cluster) - tilt,
+        LogCounts::since(cluster, logs),
     )
 }
 
