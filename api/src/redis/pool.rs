@@ -341,7 +341,7 @@ impl Redis {
         pipe: &Pipeline,
     ) -> Result<T, RedisError> {
         if self.read_from_replicas {
-            match self.read_replicas(op, pipe).await {
+            match self.read_replicas(op, pipe, |_: &T| true).await {
                 Ok(value) => return Ok(value),
                 Err(error) if error.is_final() => return Err(error),
                 Err(_) => {}
@@ -353,26 +353,33 @@ impl Redis {
 
     /// Two tries on the replicas: a failed connection is dropped and the next
     /// one is made to the other replica (one may be resyncing mid-failover,
-    /// while the master may be the node that is down).
+    /// while the master may be the node that is down). An answer `complete`
+    /// rejects is tried once on the other replica too: a write confirmed by
+    /// one replica may not have reached the other yet (seen in CI: a purchase
+    /// list whose index came from one replica and whose purchases were read
+    /// from the other, 503 while the master was down); if neither has it, the
+    /// last answer is returned for the caller to judge.
     async fn read_replicas<T: FromRedisValue>(
         &self,
         op: &'static str,
         pipe: &Pipeline,
+        complete: impl Fn(&T) -> bool,
     ) -> Result<T, RedisError> {
-        let mut failed = None;
-        let mut last_error = RedisError::Unavailable("no healthy replica".to_owned());
+        let mut used = None;
+        let mut last = Err(RedisError::Unavailable("no healthy replica".to_owned()));
         for _ in 0..2 {
-            let avoid = failed.take();
+            let avoid = used.take();
             match self
-                .run(Role::Replica, op, pipe, avoid.as_ref(), &mut failed)
+                .run(Role::Replica, op, pipe, avoid.as_ref(), &mut used)
                 .await
             {
-                Ok(value) => return Ok(value),
+                Ok(value) if complete(&value) => return Ok(value),
+                Ok(value) => last = Ok(value),
                 Err(error) if error.is_final() => return Err(error),
-                Err(error) => last_error = error,
+                Err(error) => last = Err(error),
             }
         }
-        Err(last_error)
+        last
     }
 
     /// Reads of data the caller may just have written (its purchases): the
@@ -418,7 +425,10 @@ impl Redis {
                 }
             }
             self.metrics.master_read_fallbacks.inc();
-            match self.read_replicas(op, pipe).await {
+            match self
+                .read_replicas(op, pipe, |value: &T| !absent(value))
+                .await
+            {
                 Ok(value) => from_replica(value),
                 // No replica could answer either (e.g. the only one is
                 // resyncing right after a failover): a master skipped on
@@ -642,18 +652,19 @@ impl Redis {
             .map_err(|e| RedisError::Unexpected(e.to_string()))
     }
 
-    /// Runs `pipe` on a node of `role`, not on `avoid`; on failure, `failed`
-    /// names the node that failed.
+    /// Runs `pipe` on a node of `role`, not on `avoid`; `used` names the node
+    /// it ran on (the one to avoid next, whether it failed or answered).
     async fn run<T: FromRedisValue>(
         &self,
         role: Role,
         op: &'static str,
         pipe: &Pipeline,
         avoid: Option<&NodeAddr>,
-        failed: &mut Option<NodeAddr>,
+        used: &mut Option<NodeAddr>,
     ) -> Result<T, RedisError> {
         self.attempt(role, op, async {
             let mut connection = self.checkout(role, avoid).await?;
+            *used = Some(connection.addr.clone());
             let epoch = connection.epoch;
             let query = pipe.query_async::<T>(&mut connection.connection);
             let answer = if role == Role::Master {
@@ -670,7 +681,6 @@ impl Redis {
             match answer {
                 Ok(value) => Ok(value),
                 Err(error) => {
-                    *failed = Some(connection.addr.clone());
                     if poisons_connection(&error) {
                         self.discard(role, connection);
                     }
