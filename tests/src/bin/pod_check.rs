@@ -207,6 +207,25 @@ async fn main() {
             fault.logs.nginx_errors
         );
     }
+    // What nginx logged during the faults (its last lines: the start-up's
+    // come before), for the reader of a run that logged any.
+    let during_faults: usize = faults.iter().map(|f| f.logs.nginx_errors).sum();
+    let nginx_errors: Vec<String> = cluster
+        .pods_of("nginx")
+        .iter()
+        .flat_map(|pod| {
+            cluster
+                .logs(pod, "nginx")
+                .lines()
+                .filter(|line| line.contains("[error]"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let shown = during_faults.min(10);
+    for line in &nginx_errors[nginx_errors.len().saturating_sub(shown)..] {
+        println!("nginx: {line}");
+    }
     let mut problems = Vec::new();
     if !lost.is_empty() {
         problems.push(format!("{} acknowledged purchases lost", lost.len()));
