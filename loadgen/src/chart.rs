@@ -1,10 +1,14 @@
-//! `timeline.svg`: the run second by second in three panels over one time
-//! axis (successful reads and writes, failures by status class, latency
-//! p50 and p99), markers as labelled vertical lines, the run's settings in
-//! the caption. Drawn with plotters' SVG backend: text stays text, so no
-//! font library is needed and the file opens in any browser. (A PNG would
-//! need plotters' bitmap backend with a font engine and a font file to
-//! rasterize the labels; convert the SVG instead, e.g. `rsvg-convert`.)
+//! `timeline.svg` and `timeline.png`: the run second by second in three
+//! panels over one time axis (successful reads and writes, failures by
+//! status class, latency p50 and p99), markers as labelled vertical lines,
+//! the run's settings in the caption. Drawn with plotters, once per backend:
+//! SVG (text stays text, opens in any browser) and a bitmap encoded as PNG
+//! (for issue trackers and chat). Text is laid out and rasterized with
+//! ab_glyph (pure Rust) from a font built into the binary, so neither needs
+//! a font library or an installed font.
+
+use std::path::Path;
+use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -22,6 +26,22 @@ const LIMITED: RGBColor = RGBColor(255, 127, 14);
 const UNAVAILABLE: RGBColor = RGBColor(214, 39, 40);
 const OTHER: RGBColor = RGBColor(148, 103, 189);
 const MARKER: RGBColor = RGBColor(80, 80, 80);
+
+/// DejaVu Sans cut down to Latin-1, dashes, quotes, "…", "→", "≤" and "≥"
+/// (22 KB instead of 760; `fonts/README.md` says how). Other characters of
+/// a marker's label are drawn as empty boxes in the PNG.
+const FONT: &[u8] = include_bytes!("../fonts/DejaVuSans-subset.ttf");
+
+/// Makes [`FONT`] the "sans-serif" every text of the chart asks for.
+fn register_font() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+                .map_err(|_| "the font built into loadgen is not a font".to_owned())
+        })
+        .clone()
+}
 
 /// One line of a panel: its legend name, colour and value per second.
 struct Series {
@@ -100,20 +120,34 @@ pub fn svg(
     seconds: &[Second],
     markers: &[Marker],
 ) -> Result<String, String> {
+    register_font()?;
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root, title, settings, seconds, markers).map_err(|e| e.to_string())?;
+        draw(&root, title, settings, seconds, markers)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
 
-type DrawResult =
-    Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
+/// The same chart as a PNG file at `path`.
+pub fn png(
+    path: &Path,
+    title: &str,
+    settings: &str,
+    seconds: &[Second],
+    markers: &[Marker],
+) -> Result<(), String> {
+    register_font()?;
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    draw(&root, title, settings, seconds, markers)?;
+    root.present().map_err(|e| e.to_string())
+}
 
-fn draw(
-    root: &DrawingArea<SVGBackend<'_>, Shift>,
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
     title: &str,
     settings: &str,
     seconds: &[Second],
@@ -153,14 +187,14 @@ fn draw(
     Ok(())
 }
 
-fn draw_panel(
-    area: &DrawingArea<SVGBackend<'_>, Shift>,
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     end: f64,
     seconds: &[Second],
     markers: &[Marker],
     label_markers: bool,
-) -> DrawResult {
+) -> DrawResult<DB> {
     let top = panel
         .series
         .iter()
@@ -281,6 +315,24 @@ mod tests {
         }
         // 7 series, each a polyline, and one per legend sample.
         assert!(chart.matches("<polyline").count() >= 7, "{chart}");
+    }
+
+    #[test]
+    fn the_png_is_the_chart_with_its_text_rasterized() {
+        let seconds = [second(90, 30, 0), second(95, 0, 12)];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let [one, other] = ["one title", "another title"].map(|title| {
+            let path = dir.path().join(format!("{title}.png"));
+            png(&path, title, "16 users", &seconds, &[]).expect("drawn");
+            std::fs::read(path).expect("written")
+        });
+        assert_eq!(&one[..8], b"\x89PNG\r\n\x1a\n");
+        // IHDR: width and height, big-endian, after the signature and the
+        // chunk's length and type.
+        assert_eq!(one[16..20], WIDTH.to_be_bytes());
+        assert_eq!(one[20..24], HEIGHT.to_be_bytes());
+        // Only the titles differ: text is drawn, not left out.
+        assert_ne!(one, other);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - `timeline`: second by second: reads, writes, failures by status,
 //!   latency percentiles; the write window after each marker.
 //! - `marks`: the markers (`--mark`, a marks file another process appends to).
-//! - `chart`: `timeline.svg`, drawn with plotters.
+//! - `chart`: `timeline.svg` and `timeline.png`, drawn with plotters.
 //! - `run`: ties them together under the request count and the time limit.
 
 pub mod chart;

@@ -39,8 +39,8 @@ struct Cli {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
     /// Where summary.json, report.html (Goose's report, charts drawn with
-    /// JavaScript from a CDN) and timeline.svg (the run second by second,
-    /// with the markers) are written.
+    /// JavaScript from a CDN) and timeline.svg and timeline.png (the run
+    /// second by second, with the markers) are written.
     #[arg(long, default_value = "loadgen-report")]
     report_dir: PathBuf,
     /// Admin account used to create the scenario's products.
@@ -88,7 +88,7 @@ async fn main() -> ExitCode {
         Ok(report) => {
             print!("{}", report.render());
             println!(
-                "reports: {}, {} (charts) and {}",
+                "reports: {}, {} (charts) and {} (also .png)",
                 cli.report_dir.join("summary.json").display(),
                 cli.report_dir.join("report.html").display(),
                 cli.report_dir.join("timeline.svg").display()

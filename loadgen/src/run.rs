@@ -232,18 +232,22 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         report.base_url,
         report.ended_by
     );
-    let svg = chart::svg(
-        &format!("loadgen: {}", report.scenario),
-        &settings,
-        &report.timeline,
-        &report.markers,
-    )
-    .map_err(RunError::Chart)?;
+    let title = format!("loadgen: {}", report.scenario);
+    let svg = chart::svg(&title, &settings, &report.timeline, &report.markers)
+        .map_err(RunError::Chart)?;
     let chart = options.report_dir.join("timeline.svg");
     std::fs::write(&chart, svg).map_err(|source| RunError::Write {
         path: chart.display().to_string(),
         source,
     })?;
+    chart::png(
+        &options.report_dir.join("timeline.png"),
+        &title,
+        &settings,
+        &report.timeline,
+        &report.markers,
+    )
+    .map_err(RunError::Chart)?;
     let summary = options.report_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     std::fs::write(&summary, json).map_err(|source| RunError::Write {

@@ -259,4 +259,6 @@ async fn loadgen_marks_a_paused_master_and_measures_the_write_window_the_failove
         "the chart labels the marker with its window"
     );
     assert!(chart.contains("503 retry") && chart.contains("writes/s (POST)"));
+    let png = std::fs::read(report_dir.join("timeline.png")).expect("timeline.png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
 }
