@@ -224,6 +224,7 @@ fn demo(stack: &ComposeProject, root: &Path, mode: Demo, compose_v2_plugin: Opti
     assert!(refused.is_empty(), "only retryable 503s: {summary}");
     let chart = std::fs::read_to_string(out.path().join("timeline.svg")).expect("timeline.svg");
     assert!(chart.contains(&format!("{broke} (writes out")));
+    assert!(out.path().join("timeline.png").is_file(), "no timeline.png");
     assert!(stack.is_running(&master), "the demo ran `{healed}`");
     assert!(
         stack
