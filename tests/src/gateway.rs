@@ -192,8 +192,17 @@ fn signal(child: &Child, name: &str) {
 
 /// dnsmasq on `listen_address:port`, answering only from `dir/hosts` (made
 /// empty here; dnsmasq re-reads it on SIGHUP), logging to `dir/dnsmasq.log`.
+/// A name missing from the file is refused (REFUSED), or, under
+/// `authoritative_for`, does not exist (NXDOMAIN: what cluster DNS answers
+/// for a headless Service without a ready pod; nginx then drops every
+/// server of that name, where it keeps them on REFUSED).
 /// Returns the process and the hosts file's path.
-pub fn dnsmasq(dir: &Path, listen_address: &str, port: u16) -> (Child, PathBuf) {
+pub fn dnsmasq(
+    dir: &Path,
+    listen_address: &str,
+    port: u16,
+    authoritative_for: Option<&str>,
+) -> (Child, PathBuf) {
     let hosts = dir.join("hosts");
     fs::write(&hosts, "").expect("hosts file");
     let log = fs::File::create(dir.join("dnsmasq.log")).expect("log file");
@@ -212,11 +221,23 @@ pub fn dnsmasq(dir: &Path, listen_address: &str, port: u16) -> (Child, PathBuf) 
         .arg(format!("--listen-address={listen_address}"))
         .arg(format!("--port={port}"))
         .arg(format!("--addn-hosts={}", hosts.display()))
+        .args(authoritative_for.map(|domain| format!("--local=/{domain}/")))
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
         .expect("dnsmasq starts (Debian package dnsmasq-base)");
     (child, hosts)
+}
+
+/// Replaces the hosts file `dnsmasq` answers from, whole: written beside it
+/// and renamed over it. dnsmasq may be reading the file for an earlier
+/// SIGHUP, and a file truncated in place is then read empty: with no
+/// upstream, dnsmasq refuses every name (nginx in the pod check logged
+/// `could not be resolved (5: Operation refused)` as a pod was deleted).
+pub fn replace_hosts(hosts: &Path, lines: &str) {
+    let next = hosts.with_extension("next");
+    fs::write(&next, lines).expect("hosts file");
+    fs::rename(&next, hosts).expect("hosts file replaced");
 }
 
 /// dnsmasq answering `API_HOST` from a hosts file it re-reads on SIGHUP.
@@ -230,7 +251,7 @@ pub struct Dns {
 impl Dns {
     fn start(dir: &Path) -> Self {
         let port = wait::free_port();
-        let (child, hosts) = dnsmasq(dir, "127.0.0.1", port);
+        let (child, hosts) = dnsmasq(dir, "127.0.0.1", port, None);
         Self { port, hosts, child }
     }
 
@@ -240,7 +261,7 @@ impl Dns {
             .iter()
             .map(|ip| format!("{ip} {API_HOST}\n"))
             .collect();
-        fs::write(&self.hosts, lines).expect("hosts file");
+        replace_hosts(&self.hosts, &lines);
         signal(&self.child, "HUP");
     }
 }

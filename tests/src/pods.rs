@@ -18,7 +18,9 @@
 //!   `<service>.<namespace>.svc.cluster.local` (a ClusterIP Service: its VIP;
 //!   a headless one: its ready pods, or all running ones with
 //!   `publishNotReadyAddresses`), StatefulSet pod names and `kube-dns` itself.
-//!   Pods search `<namespace>.svc.cluster.local` as in a cluster.
+//!   Pods search `<namespace>.svc.cluster.local` as in a cluster. A name of
+//!   the cluster domain without an address is NXDOMAIN, as CoreDNS answers
+//!   for a headless Service none of whose pods is ready.
 //! - **ClusterIP Services**: kube-proxy's old userspace mode. Each Service
 //!   gets a VIP, an address added to the network's bridge, on which this
 //!   process accepts connections and forwards each one to a pod behind the
@@ -45,7 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::compose::free_subnet_prefix;
-use crate::gateway::dnsmasq;
+use crate::gateway::{dnsmasq, replace_hosts};
 use crate::kubernetes::{Rendered, containers, name_of, selects, string_map};
 use crate::wait;
 
@@ -159,7 +161,7 @@ impl Cluster {
         let bridge = format!("br-{}", &id[..12]);
 
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (dns, hosts) = dnsmasq(dir.path(), &gateway.to_string(), 53);
+        let (dns, hosts) = dnsmasq(dir.path(), &gateway.to_string(), 53, Some(CLUSTER_DOMAIN));
 
         let mut cluster = Self {
             rendered,
@@ -719,7 +721,7 @@ impl Cluster {
         let pid = self.dns.lock().expect("lock").id();
         move || {
             let state = state.lock().expect("lock");
-            fs::write(&hosts, rendered_dns.lines(&state)).expect("hosts file");
+            replace_hosts(&hosts, &rendered_dns.lines(&state));
             let _ = Command::new("kill")
                 .args(["-HUP", &pid.to_string()])
                 .status();
