@@ -283,9 +283,17 @@ fn every_container_has_resources_probes_and_a_restrictive_security_context() {
             container["livenessProbe"]["httpGet"]["path"], "/health/live",
             "{overlay}: liveness must not depend on Redis (a failover would restart every replica)"
         );
-        assert_eq!(
-            container["readinessProbe"]["httpGet"]["path"],
-            "/health/ready"
+        let readiness = &container["readinessProbe"];
+        assert_eq!(readiness["httpGet"]["path"], "/health/ready");
+        // Unready takes failureThreshold failed probes in a row, which span
+        // (failureThreshold - 1) periods. A failover (writes back within 9 s)
+        // must not make every pod unready at once: cluster DNS would answer
+        // NXDOMAIN for the headless Service and nginx drop every server.
+        let period = readiness["periodSeconds"].as_u64().unwrap_or(10);
+        let threshold = readiness["failureThreshold"].as_u64().unwrap_or(3);
+        assert!(
+            period * (threshold - 1) > 9,
+            "{overlay}: a failover could make every API pod unready ({readiness})"
         );
         assert!(
             container["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64() >= Some(6),
