@@ -210,18 +210,7 @@ async fn main() {
     // What nginx logged during the faults (its last lines: the start-up's
     // come before), for the reader of a run that logged any.
     let during_faults: usize = faults.iter().map(|f| f.logs.nginx_errors).sum();
-    let nginx_errors: Vec<String> = cluster
-        .pods_of("nginx")
-        .iter()
-        .flat_map(|pod| {
-            cluster
-                .logs(pod, "nginx")
-                .lines()
-                .filter(|line| line.contains("[error]"))
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let nginx_errors = nginx_error_lines(&cluster);
     let shown = during_faults.min(10);
     for line in &nginx_errors[nginx_errors.len().saturating_sub(shown)..] {
         println!("nginx: {line}");
@@ -410,6 +399,23 @@ async fn exactly_one_master(cluster: &Cluster) -> String {
     .await
 }
 
+/// The `[error]` lines nginx logged so far (an upstream or a name that
+/// failed it).
+fn nginx_error_lines(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .pods_of("nginx")
+        .iter()
+        .flat_map(|pod| {
+            cluster
+                .logs(pod, "nginx")
+                .lines()
+                .filter(|line| line.contains("[error]"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Lines of the components' own logs that tell of trouble.
 #[derive(Debug, Clone, Copy)]
 struct LogCounts {
@@ -421,18 +427,12 @@ struct LogCounts {
 
 impl LogCounts {
     fn read(cluster: &Cluster) -> Self {
-        let count = |pods: Vec<String>, container: &str, needle: &str| -> usize {
-            pods.iter()
-                .map(|pod| cluster.logs(pod, container).matches(needle).count())
-                .sum()
-        };
         Self {
-            tilt: count(
-                SENTINEL_PODS.map(str::to_owned).to_vec(),
-                "sentinel",
-                "+tilt",
-            ),
-            nginx_errors: count(cluster.pods_of("nginx"), "nginx", "[error]"),
+            tilt: SENTINEL_PODS
+                .iter()
+                .map(|pod| cluster.logs(pod, "sentinel").matches("+tilt").count())
+                .sum(),
+            nginx_errors: nginx_error_lines(cluster).len(),
         }
     }
 
