@@ -114,11 +114,6 @@ impl Lab {
         format!("198.{}.{}.{host}", self.subnet[0], self.subnet[1])
     }
 
-    /// The address the test's own namespace has in the lab.
-    pub fn test_address(&self) -> String {
-        self.address(1)
-    }
-
     fn namespace(&self, suffix: &str) -> Result<String, String> {
         let namespace = format!("{}-{suffix}", self.name);
         run(&["ip", "netns", "add", &namespace])?;

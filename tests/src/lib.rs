@@ -4,10 +4,8 @@
 //! - [`redis_ha`]: a master, two replicas and three Sentinels from the shipped `redis/` templates.
 //! - [`app`]: API instances on top of it, each built like production (in-process).
 //! - [`gateway`]: nginx, a DNS server and API replicas as real processes.
-//! - [`compose`]: the real `docker-compose.yml` as a throw-away project (the Docker check).
 //! - [`kubernetes`]: the Kubernetes manifests as `kubectl kustomize` renders an overlay.
 //! - [`lab`]: network namespaces for partition tests without Docker.
-//! - [`pods`]: a rendered overlay's pods as Docker containers, with cluster DNS and Service VIPs.
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters from the shipped `prometheus/` files.
 //! - [`traffic`]: buyers and readers that run through a fault and record what they saw.
@@ -17,13 +15,11 @@
 pub mod app;
 pub mod child;
 pub mod client;
-pub mod compose;
 pub mod gateway;
 pub mod kubernetes;
 pub mod lab;
 pub mod measure;
 pub mod monitoring;
-pub mod pods;
 pub mod redis_ha;
 pub mod traffic;
 pub mod wait;

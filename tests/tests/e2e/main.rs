@@ -2,7 +2,6 @@
 //! replicas, three Sentinels) and API instances on loopback, and talks HTTP.
 
 mod auth;
-mod bench;
 mod concurrency;
 mod data_tier;
 mod errors;

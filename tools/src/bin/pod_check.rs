@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use evergreen_tests::client::Api;
 use evergreen_tests::kubernetes::{Rendered, name_of};
-use evergreen_tests::pods::Cluster;
 use evergreen_tests::traffic::Traffic;
 use evergreen_tests::wait;
+use evergreen_tools::pods::Cluster;
 use serde_json::json;
 
 const DATA_PODS: [&str; 3] = ["redis-0", "redis-1", "redis-2"];

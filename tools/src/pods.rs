@@ -47,9 +47,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::compose::free_subnet_prefix;
-use crate::gateway::{dnsmasq, replace_hosts};
-use crate::kubernetes::{Rendered, containers, name_of, selects, string_map};
-use crate::wait;
+use evergreen_tests::gateway::{dnsmasq, replace_hosts};
+use evergreen_tests::kubernetes::{Rendered, containers, name_of, selects, string_map};
+use evergreen_tests::wait;
 
 /// The image of the pause containers (anything with `sleep` will do).
 const PAUSE_IMAGE: &str = "redis:7.0.15-bookworm";

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::wait;
+use evergreen_tests::wait;
 
 /// The admin the stack bootstraps (compose's default `ADMIN_EMAIL`).
 pub const ADMIN_EMAIL: &str = "admin@example.com";
@@ -287,14 +287,6 @@ impl ComposeProject {
     }
 
     /// The master the Sentinel of `sentinel` names, as `host:port`.
-    ///
-    /// # Panics
-    /// When that Sentinel does not answer.
-    pub fn master_seen_by(&self, sentinel: &str) -> String {
-        self.try_master_seen_by(sentinel)
-            .unwrap_or_else(|e| panic!("{sentinel}: {e}"))
-    }
-
     pub fn try_master_seen_by(&self, sentinel: &str) -> Result<String, String> {
         let reply = self.try_redis_cli(
             sentinel,

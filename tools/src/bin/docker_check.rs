@@ -31,11 +31,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use evergreen_tests::client::{Api, Session, expect};
-use evergreen_tests::compose::{ADMIN_EMAIL, ComposeProject, DATA_NODES, SENTINELS};
 use evergreen_tests::gateway::workspace_binary;
 use evergreen_tests::monitoring::MonitoringApi;
 use evergreen_tests::traffic::{Report, Traffic};
 use evergreen_tests::wait;
+use evergreen_tools::compose::{ADMIN_EMAIL, ComposeProject, DATA_NODES, SENTINELS};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

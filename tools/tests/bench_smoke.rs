@@ -1,16 +1,15 @@
 //! `scripts/bench` end to end, a second per measurement: every figure the
-//! README quotes is produced (nothing here judges the numbers; the real run
+//! bench/README.md quotes is produced (nothing here judges the numbers; the real run
 //! is `scripts/bench`).
 
 use std::process::Command;
 
-use evergreen_tests::gateway::workspace_binary;
 use serde_json::Value;
 
 #[test]
 fn a_smoke_run_of_the_benchmark_writes_every_figure() {
     let out = tempfile::tempdir().expect("temp dir");
-    let status = Command::new(workspace_binary("bench"))
+    let status = Command::new(env!("CARGO_BIN_EXE_bench"))
         .arg("--smoke")
         .arg("--out")
         .arg(out.path())
