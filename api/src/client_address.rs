@@ -10,9 +10,14 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use ipnet::IpNet;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 const REAL_IP_HEADER: &str = "x-real-ip";
+
+/// Reverse proxies whose `X-Real-IP` names the client (`server.trusted_proxies`),
+/// registered as app data of its own so that this extractor needs nothing
+/// else of the application.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
 
 /// Where a request comes from, as far as this instance can trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +75,8 @@ impl FromRequest for ClientAddress {
             )));
         };
         let trusted = request
-            .app_data::<web::Data<AppState>>()
-            .map(|state| state.trusted_proxies.as_slice())
+            .app_data::<web::Data<TrustedProxies>>()
+            .map(|proxies| proxies.0.as_slice())
             .unwrap_or_default();
         let real_ip = request
             .headers()

@@ -144,7 +144,7 @@ fn is_docs_path(path: &str) -> bool {
     path == OPENAPI_PATH || path.starts_with(DOCS_PREFIX)
 }
 
-/// The application factory: used by the server and by in-process tests.
+/// The application factory each of the server's workers calls.
 pub fn app(
     state: web::Data<AppState>,
     json_limit: usize,
@@ -161,6 +161,7 @@ pub fn app(
     let (app, mut api) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
+        .app_data(state.trusted_proxies.clone())
         .app_data(state)
         .app_data(
             web::JsonConfig::default()

@@ -4,10 +4,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use actix_web::web;
+
 use crate::auth::password::Passwords;
 use crate::auth::store::SessionStore;
 use crate::auth::throttle::PasswordChecks;
 use crate::auth::tokens::Tokens;
+use crate::client_address::TrustedProxies;
 use crate::config::{AuthSettings, LimitSettings, Settings, StoreSettings};
 use crate::metrics::Metrics;
 use crate::products::store::ProductStore;
@@ -36,7 +39,7 @@ pub struct AppState {
     /// Per-user write limits.
     pub limits: LimitSettings,
     /// Reverse proxies whose `X-Real-IP` names the client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: web::Data<TrustedProxies>,
     /// Set once the bootstrap admin exists (or none is configured); readiness waits for it.
     bootstrap_done: AtomicBool,
 }
@@ -57,7 +60,9 @@ impl AppState {
             auth: settings.auth.clone(),
             store: settings.store.clone(),
             limits: settings.limits.clone(),
-            trusted_proxies: settings.server.trusted_proxies.clone(),
+            trusted_proxies: web::Data::new(TrustedProxies(
+                settings.server.trusted_proxies.clone(),
+            )),
             bootstrap_done: AtomicBool::new(false),
         }
     }

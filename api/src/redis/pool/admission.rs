@@ -82,7 +82,7 @@ impl Redis {
 }
 
 /// Marks the probe of a cut-off instance as under way until dropped.
-struct Probe(Arc<AtomicBool>);
+pub(super) struct Probe(Arc<AtomicBool>);
 
 impl Drop for Probe {
     fn drop(&mut self) {

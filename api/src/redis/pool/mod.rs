@@ -147,7 +147,7 @@ impl Redis {
 
     /// Runs `pipe` on a node of `role`, not on `avoid`; `used` names the node
     /// it ran on (the one to avoid next, whether it failed or answered).
-    pub(super) async fn run<T: FromRedisValue>(
+    async fn run<T: FromRedisValue>(
         &self,
         role: Role,
         op: &'static str,
@@ -189,14 +189,14 @@ impl Redis {
     /// connection to the same node: a node that restarted reset them all,
     /// and retrying on one of them would fail the same way at once (seen in
     /// the Docker check: reads answered 503 in 1 ms after a restart).
-    pub(super) fn discard(&self, role: Role, connection: Object<NodeManager>) {
+    fn discard(&self, role: Role, connection: Object<NodeManager>) {
         let addr = connection.addr.clone();
         let _ = Object::take(connection);
         self.pool(role).retain(|idle, _| idle.addr != addr);
         self.watcher.poke.notify_one();
     }
 
-    pub(super) fn pool(&self, role: Role) -> &NodePool {
+    fn pool(&self, role: Role) -> &NodePool {
         match role {
             Role::Master => &self.master,
             Role::Replica => &self.replicas,
@@ -206,7 +206,7 @@ impl Redis {
     /// Cuts an operation off at `operation_timeout`. A write cut off this way
     /// may still be applied later (the command was sent): callers report it as
     /// unavailable, never as done, and idempotency keys make retries safe.
-    pub(super) async fn bounded<T>(
+    async fn bounded<T>(
         &self,
         operation: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
@@ -222,7 +222,7 @@ impl Redis {
     }
 
     /// A pooled connection that belongs to the current topology.
-    pub(super) async fn checkout(
+    async fn checkout(
         &self,
         role: Role,
         avoid: Option<&NodeAddr>,

@@ -9,7 +9,6 @@ use redis::{FromRedisValue, Pipeline};
 use super::Redis;
 use super::manager::Role;
 use crate::redis::RedisError;
-use crate::redis::sentinel::NodeAddr;
 
 /// How long a read of the caller's own data ([`Redis::read_latest`]) waits
 /// for the master before it asks a replica. A healthy master answers in
