@@ -275,7 +275,7 @@ impl Settings {
 /// One `section.field: message` line per problem. Values are never printed:
 /// they may be secrets.
 fn describe(errors: &ValidationErrors) -> String {
-    crate::error::field_errors(errors)
+    crate::validation::field_errors(errors)
         .iter()
         .map(|error| format!("  {}: {}", error.field, error.message))
         .collect::<Vec<_>>()

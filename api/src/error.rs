@@ -8,22 +8,13 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use validator::{ValidationErrors, ValidationErrorsKind};
+use validator::ValidationErrors;
 
 use crate::redis::RedisError;
+pub use crate::validation::FieldError;
+use crate::validation::field_errors;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// One invalid field of a request.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
-pub struct FieldError {
-    /// JSON path of the field, e.g. `items[0].quantity`.
-    pub field: String,
-    /// Machine-readable rule that failed, e.g. `length`, `range`, `email`.
-    pub code: String,
-    /// Human-readable explanation. Never echoes the submitted value.
-    pub message: String,
-}
 
 /// Body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,174 +41,74 @@ pub struct Problem {
     pub available: Option<i64>,
 }
 
-/// Every problem the API answers with: the one table of codes, statuses and
-/// titles (`Code::ALL`, pinned by a test and listed in the README). Variants
-/// of [`ApiError`] and the handlers pick a code from here; nothing else
-/// chooses a status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    MalformedJson,
-    InvalidBody,
-    InvalidQuery,
-    InvalidPath,
-    InvalidIfMatch,
-    IdempotencyKeyMissing,
-    IdempotencyKeyInvalid,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    EmailTaken,
-    SkuTaken,
-    ProductArchived,
-    ConcurrentUpdate,
-    SelfLockout,
-    LastAdmin,
-    AlreadyCancelled,
-    IdempotencyKeyInFlight,
-    InsufficientStock,
-    ProductUnavailable,
-    PreconditionFailed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ValidationFailed,
-    IdempotencyKeyReused,
-    PreconditionRequired,
-    TooManyRequests,
-    InternalError,
-    ServiceUnavailable,
-    StorageFull,
+/// Declares [`Code`] from one line per problem: the variant, its stable code,
+/// status and title. The enum, `Code::ALL` and the lookups come from the same
+/// lines, so adding a code is one line here (and one row in `docs/api.md`,
+/// which a test compares with this table).
+macro_rules! problem_codes {
+    ($($(#[$doc:meta])* $variant:ident => ($code:literal, $status:ident, $title:literal),)*) => {
+        /// Every problem the API answers with: the one table of codes, statuses
+        /// and titles (pinned by a test and listed in `docs/api.md`). Variants
+        /// of [`ApiError`] and the handlers pick a code from here; nothing else
+        /// chooses a status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// (stable code, status, title): the code's line of the table.
+            fn entry(self) -> (&'static str, StatusCode, &'static str) {
+                match self {
+                    $(Code::$variant => ($code, StatusCode::$status, $title),)*
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    MalformedJson => ("malformed_json", BAD_REQUEST, "Malformed request"),
+    InvalidBody => ("invalid_body", BAD_REQUEST, "Malformed request"),
+    InvalidQuery => ("invalid_query", BAD_REQUEST, "Malformed request"),
+    InvalidPath => ("invalid_path", BAD_REQUEST, "Malformed request"),
+    InvalidIfMatch => ("invalid_if_match", BAD_REQUEST, "Malformed request"),
+    IdempotencyKeyMissing => ("idempotency_key_missing", BAD_REQUEST, "Malformed request"),
+    IdempotencyKeyInvalid => ("idempotency_key_invalid", BAD_REQUEST, "Malformed request"),
+    Unauthorized => ("unauthorized", UNAUTHORIZED, "Authentication required"),
+    Forbidden => ("forbidden", FORBIDDEN, "Forbidden"),
+    NotFound => ("not_found", NOT_FOUND, "Not found"),
+    MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed"),
+    EmailTaken => ("email_taken", CONFLICT, "Conflict"),
+    SkuTaken => ("sku_taken", CONFLICT, "Conflict"),
+    ProductArchived => ("product_archived", CONFLICT, "Conflict"),
+    ConcurrentUpdate => ("concurrent_update", CONFLICT, "Conflict"),
+    SelfLockout => ("self_lockout", CONFLICT, "Conflict"),
+    LastAdmin => ("last_admin", CONFLICT, "Conflict"),
+    AlreadyCancelled => ("already_cancelled", CONFLICT, "Conflict"),
+    IdempotencyKeyInFlight => ("idempotency_key_in_flight", CONFLICT, "Conflict"),
+    InsufficientStock => ("insufficient_stock", CONFLICT, "Insufficient stock"),
+    ProductUnavailable => ("product_unavailable", CONFLICT, "Product unavailable"),
+    PreconditionFailed => ("precondition_failed", PRECONDITION_FAILED, "Precondition failed"),
+    PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "Payload too large"),
+    UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
+    ValidationFailed => ("validation_failed", UNPROCESSABLE_ENTITY, "Invalid fields"),
+    IdempotencyKeyReused => ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "Idempotency key reused"),
+    PreconditionRequired => ("precondition_required", PRECONDITION_REQUIRED, "Precondition required"),
+    TooManyRequests => ("too_many_requests", TOO_MANY_REQUESTS, "Too many requests"),
+    InternalError => ("internal_error", INTERNAL_SERVER_ERROR, "Internal server error"),
+    ServiceUnavailable => ("service_unavailable", SERVICE_UNAVAILABLE, "Service unavailable"),
+    StorageFull => ("storage_full", SERVICE_UNAVAILABLE, "Storage full"),
     /// Answered by nginx itself (nginx/templates), never by the API: a
     /// request line or headers it cannot read, a request target too long.
-    GatewayBadRequest,
-    GatewayUriTooLong,
+    GatewayBadRequest => ("bad_request", BAD_REQUEST, "Malformed request"),
+    GatewayUriTooLong => ("uri_too_long", URI_TOO_LONG, "URI too long"),
 }
 
 impl Code {
-    pub const ALL: [Code; 33] = [
-        Code::MalformedJson,
-        Code::InvalidBody,
-        Code::InvalidQuery,
-        Code::InvalidPath,
-        Code::InvalidIfMatch,
-        Code::IdempotencyKeyMissing,
-        Code::IdempotencyKeyInvalid,
-        Code::Unauthorized,
-        Code::Forbidden,
-        Code::NotFound,
-        Code::MethodNotAllowed,
-        Code::EmailTaken,
-        Code::SkuTaken,
-        Code::ProductArchived,
-        Code::ConcurrentUpdate,
-        Code::SelfLockout,
-        Code::LastAdmin,
-        Code::AlreadyCancelled,
-        Code::IdempotencyKeyInFlight,
-        Code::InsufficientStock,
-        Code::ProductUnavailable,
-        Code::PreconditionFailed,
-        Code::PayloadTooLarge,
-        Code::UnsupportedMediaType,
-        Code::ValidationFailed,
-        Code::IdempotencyKeyReused,
-        Code::PreconditionRequired,
-        Code::TooManyRequests,
-        Code::InternalError,
-        Code::ServiceUnavailable,
-        Code::StorageFull,
-        Code::GatewayBadRequest,
-        Code::GatewayUriTooLong,
-    ];
-
-    /// (stable code, status, title): the table.
-    fn entry(self) -> (&'static str, StatusCode, &'static str) {
-        use StatusCode as S;
-        match self {
-            Code::MalformedJson => ("malformed_json", S::BAD_REQUEST, "Malformed request"),
-            Code::InvalidBody => ("invalid_body", S::BAD_REQUEST, "Malformed request"),
-            Code::InvalidQuery => ("invalid_query", S::BAD_REQUEST, "Malformed request"),
-            Code::InvalidPath => ("invalid_path", S::BAD_REQUEST, "Malformed request"),
-            Code::InvalidIfMatch => ("invalid_if_match", S::BAD_REQUEST, "Malformed request"),
-            Code::IdempotencyKeyMissing => (
-                "idempotency_key_missing",
-                S::BAD_REQUEST,
-                "Malformed request",
-            ),
-            Code::IdempotencyKeyInvalid => (
-                "idempotency_key_invalid",
-                S::BAD_REQUEST,
-                "Malformed request",
-            ),
-            Code::Unauthorized => ("unauthorized", S::UNAUTHORIZED, "Authentication required"),
-            Code::Forbidden => ("forbidden", S::FORBIDDEN, "Forbidden"),
-            Code::NotFound => ("not_found", S::NOT_FOUND, "Not found"),
-            Code::MethodNotAllowed => (
-                "method_not_allowed",
-                S::METHOD_NOT_ALLOWED,
-                "Method not allowed",
-            ),
-            Code::EmailTaken => ("email_taken", S::CONFLICT, "Conflict"),
-            Code::SkuTaken => ("sku_taken", S::CONFLICT, "Conflict"),
-            Code::ProductArchived => ("product_archived", S::CONFLICT, "Conflict"),
-            Code::ConcurrentUpdate => ("concurrent_update", S::CONFLICT, "Conflict"),
-            Code::SelfLockout => ("self_lockout", S::CONFLICT, "Conflict"),
-            Code::LastAdmin => ("last_admin", S::CONFLICT, "Conflict"),
-            Code::AlreadyCancelled => ("already_cancelled", S::CONFLICT, "Conflict"),
-            Code::IdempotencyKeyInFlight => ("idempotency_key_in_flight", S::CONFLICT, "Conflict"),
-            Code::InsufficientStock => ("insufficient_stock", S::CONFLICT, "Insufficient stock"),
-            Code::ProductUnavailable => ("product_unavailable", S::CONFLICT, "Product unavailable"),
-            Code::PreconditionFailed => (
-                "precondition_failed",
-                S::PRECONDITION_FAILED,
-                "Precondition failed",
-            ),
-            Code::PayloadTooLarge => (
-                "payload_too_large",
-                S::PAYLOAD_TOO_LARGE,
-                "Payload too large",
-            ),
-            Code::UnsupportedMediaType => (
-                "unsupported_media_type",
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported media type",
-            ),
-            Code::ValidationFailed => (
-                "validation_failed",
-                S::UNPROCESSABLE_ENTITY,
-                "Invalid fields",
-            ),
-            Code::IdempotencyKeyReused => (
-                "idempotency_key_reused",
-                S::UNPROCESSABLE_ENTITY,
-                "Idempotency key reused",
-            ),
-            Code::PreconditionRequired => (
-                "precondition_required",
-                S::PRECONDITION_REQUIRED,
-                "Precondition required",
-            ),
-            Code::TooManyRequests => (
-                "too_many_requests",
-                S::TOO_MANY_REQUESTS,
-                "Too many requests",
-            ),
-            Code::InternalError => (
-                "internal_error",
-                S::INTERNAL_SERVER_ERROR,
-                "Internal server error",
-            ),
-            Code::ServiceUnavailable => (
-                "service_unavailable",
-                S::SERVICE_UNAVAILABLE,
-                "Service unavailable",
-            ),
-            Code::StorageFull => ("storage_full", S::SERVICE_UNAVAILABLE, "Storage full"),
-            Code::GatewayBadRequest => ("bad_request", S::BAD_REQUEST, "Malformed request"),
-            Code::GatewayUriTooLong => ("uri_too_long", S::URI_TOO_LONG, "URI too long"),
-        }
-    }
-
     /// The stable machine-readable code; part of the API contract.
     pub fn as_str(self) -> &'static str {
         self.entry().0
@@ -447,58 +338,6 @@ impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
         Self::Validation {
             errors: field_errors(&errors),
-        }
-    }
-}
-
-/// validator's error tree as a flat list sorted by field path.
-pub fn field_errors(errors: &ValidationErrors) -> Vec<FieldError> {
-    let mut list = Vec::new();
-    flatten_validation(errors, "", &mut list);
-    list.sort_by(|a, b| a.field.cmp(&b.field));
-    list
-}
-
-/// Turns validator's tree into a flat list. `params.value` (the submitted value,
-/// possibly a password) is deliberately dropped.
-fn flatten_validation(errors: &ValidationErrors, path: &str, out: &mut Vec<FieldError>) {
-    for (field, kind) in errors.errors() {
-        let name = match (path.is_empty(), field.as_ref()) {
-            // Struct-level (schema) errors belong to the struct itself.
-            (_, "__all__") => path.to_owned(),
-            (true, f) => f.to_owned(),
-            (false, f) => format!("{path}.{f}"),
-        };
-        match kind {
-            ValidationErrorsKind::Field(list) => {
-                for error in list {
-                    let message = error
-                        .message
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| {
-                            match (error.params.get("min"), error.params.get("max")) {
-                                (Some(min), Some(max)) => {
-                                    format!("must be between {min} and {max}")
-                                }
-                                (Some(min), None) => format!("must be at least {min}"),
-                                (None, Some(max)) => format!("must be at most {max}"),
-                                (None, None) => format!("is invalid ({})", error.code),
-                            }
-                        });
-                    out.push(FieldError {
-                        field: name.clone(),
-                        code: error.code.to_string(),
-                        message,
-                    });
-                }
-            }
-            ValidationErrorsKind::Struct(inner) => flatten_validation(inner, &name, out),
-            ValidationErrorsKind::List(items) => {
-                for (index, inner) in items {
-                    flatten_validation(inner, &format!("{name}[{index}]"), out);
-                }
-            }
         }
     }
 }

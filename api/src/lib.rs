@@ -10,10 +10,12 @@
 //! - [`redis`]: Sentinel-following pools, key names, Lua scripts.
 //! - [`auth`], [`users`], [`products`], [`purchases`]: one folder per resource:
 //!   `configure` (routes), handlers, model, store.
-//! - [`idempotency`]: the `Idempotency-Key` of writes that must not repeat.
+//! - [`idempotency`], [`if_match`]: the `Idempotency-Key` of writes that must
+//!   not repeat, the `If-Match` of writes that must not overwrite.
 //! - [`write_limits`], [`auth::throttle`], [`client_address`]: per-user write
 //!   limits, password-check throttling, and the client address it counts.
-//! - [`telemetry`], [`metrics`], [`health`], [`openapi`], [`pagination`].
+//! - [`body`], [`pagination`], [`validation`]: reading and checking requests.
+//! - [`telemetry`], [`metrics`], [`health`], [`openapi`].
 
 // The Redis read path nests a few async fns (bounded -> read -> replicas ->
 // run); rustc's layout query of a handler's future goes deeper than the
@@ -28,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod if_match;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;
@@ -38,4 +41,5 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod users;
+pub mod validation;
 pub mod write_limits;

@@ -1,7 +1,7 @@
 //! Catalog reads (public) and admin product writes.
 
-use actix_web::http::header::{ETAG, IF_MATCH, LOCATION};
-use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use actix_web::http::header::{ETAG, LOCATION};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -16,6 +16,7 @@ use crate::auth::Admin;
 use crate::body::Body;
 use crate::error::{ApiError, Code};
 use crate::idempotency::{self, IDEMPOTENT_REPLAYED, IdempotencyKey};
+use crate::if_match::IfMatch;
 use crate::pagination::{DEFAULT_LIMIT, Page, decode_optional_cursor};
 use crate::state::AppState;
 
@@ -137,50 +138,6 @@ pub async fn create(
     }
 }
 
-/// The version named by `If-Match`, or 428 when it is missing. A list of
-/// entity tags (RFC 9110): `*`, or the current version's strong tag, `"3"`.
-/// A tag that is well-formed but not current, a weak one (`W/"3"`: never
-/// matches for a write) or one that is no version of ours (`"stale"`) is a
-/// 412; only a header that is not entity tags at all is a 400.
-fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, ApiError> {
-    let header = request
-        .headers()
-        .get(IF_MATCH)
-        .ok_or(ApiError::PreconditionRequired)?;
-    let text = header
-        .to_str()
-        .map_err(|_| ApiError::bad_request(Code::InvalidIfMatch, "If-Match is not readable text"))?
-        .trim();
-    if text == "*" {
-        return Ok(current.version);
-    }
-    let mut matched = false;
-    for tag in text.split(',').map(str::trim) {
-        let (weak, opaque) = match tag.strip_prefix("W/") {
-            Some(rest) => (true, rest),
-            None => (false, tag),
-        };
-        let quoted = opaque
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .filter(|t| !t.contains('"'))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    Code::InvalidIfMatch,
-                    "If-Match must hold entity tags such as \"3\", or *",
-                )
-            })?;
-        matched |= !weak && quoted.parse::<u64>() == Ok(current.version);
-    }
-    if matched {
-        Ok(current.version)
-    } else {
-        Err(ApiError::PreconditionFailed {
-            current: current.etag(),
-        })
-    }
-}
-
 /// Change a product (admin). Needs `If-Match` with the ETag of a GET: a
 /// concurrent change gives 412 instead of being overwritten.
 #[utoipa::path(
@@ -204,15 +161,21 @@ fn expected_version(request: &HttpRequest, current: &Product) -> Result<u64, Api
 pub async fn update(
     state: web::Data<AppState>,
     _admin: Admin,
-    request: HttpRequest,
     id: web::Path<Uuid>,
     body: Body<UpdateProductRequest>,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let body = body.into_inner();
     let products = state.products();
     let current = products.get_latest(*id).await?.ok_or_else(not_found)?;
-    let expected = expected_version(&request, &current)?;
+    // A tag that is well-formed but not current, or a weak one, is a 412.
+    if !if_match.matches(current.version) {
+        return Err(ApiError::PreconditionFailed {
+            current: current.etag(),
+        });
+    }
+    let expected = current.version;
     // As in a JSON merge patch, nothing to change is a valid no-op (`{}` and
     // `{"name": null}` are schema-valid bodies): the product as it is.
     if body.name.is_none()
