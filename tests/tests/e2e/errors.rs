@@ -394,12 +394,12 @@ async fn every_kind_of_refusal_is_a_complete_problem_document() {
 #[test]
 fn the_readme_lists_every_error_code_with_its_status() {
     use evergreen_api::error::Code;
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../docs/api.md");
     let section = readme
-        .split("### Error codes")
+        .split("\n## Error codes\n")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("README has an Error codes section");
+        .expect("docs/api.md has an Error codes section");
     let listed: Vec<(String, u16)> = section
         .lines()
         .filter_map(|line| {
