@@ -40,6 +40,13 @@ fill_secrets() {
 # nginx, dnsmasq, iptables and ip live in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
 
+# What the scripts build or fetch once per machine (nginx and promtool trees,
+# cargo-deny, Python venvs), kept apart from any checkout, like the Debian
+# packages they install: a fresh clone reuses them. Each is rebuilt when its
+# pinned version changes or it is missing.
+TOOLS=${EVERGREEN_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/evergreen-tools}
+mkdir -p "$TOOLS"
+
 # The shipped nginx config (nginx/templates/default.conf.template) keeps
 # connections to the API alive with `server api:8000 resolve` in an upstream
 # block, which nginx has had since 1.27.3 (the pinned official image is 1.28).
@@ -49,7 +56,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # 40 s and 220 MB), run with the tree's own loader and libraries (no chroot:
 # paths stay the host's), and imported as the base of the nginx stand-in image
 # by scripts/docker-check.
-NGINX_TREE=target/tools/nginx-forky
+NGINX_TREE=$TOOLS/nginx-forky
 
 # modern_nginx: makes sure $NGINX_TREE holds nginx >= 1.27.3 and its wrapper
 # $NGINX_TREE/nginx, and exports EVERGREEN_NGINX (what the test harness runs).
@@ -61,7 +68,7 @@ modern_nginx() {
         # A debootstrap that was interrupted leaves the tree's /proc mounted,
         # which rm cannot remove.
         local mount
-        awk -v tree="$(pwd)/$NGINX_TREE/" 'index($2, tree) == 1 { print $2 }' /proc/mounts |
+        awk -v tree="$NGINX_TREE/" 'index($2, tree) == 1 { print $2 }' /proc/mounts |
             sort -r | while read -r mount; do as_root umount "$mount"; done
         as_root rm -rf "$NGINX_TREE"
         mkdir -p "$NGINX_TREE"
@@ -85,11 +92,11 @@ WRAPPER
 }
 
 # forky_package PACKAGE: unpacks Debian forky's PACKAGE (fetched with the
-# forky tree's apt, see modern_nginx) into target/tools/PACKAGE-forky, once,
+# forky tree's apt, see modern_nginx) into $TOOLS/PACKAGE-forky, once,
 # and prints that directory. For Go programs that need only libc, which then
 # run on bookworm as they are.
 forky_package() {
-    local package=$1 dir=target/tools/$1-forky root=$NGINX_TREE/rootfs
+    local package=$1 dir=$TOOLS/$1-forky root=$NGINX_TREE/rootfs
     if [ ! -d "$dir/usr" ]; then
         modern_nginx >/dev/null 2>&1
         step "$package from Debian forky into $dir (once)" >&2
@@ -117,7 +124,7 @@ kubernetes_tools() {
         EVERGREEN_KUBECTL=$(forky_package kubectl)/usr/bin/kubectl
     fi
     EVERGREEN_KUBERNETES_PROMTOOL=$(forky_package promtool)/usr/bin/promtool
-    local venv=target/kubernetes-validate-venv
+    local venv=$TOOLS/kubernetes-validate-venv
     if [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
         step "kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $venv (PyPI)"
         python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv
@@ -129,4 +136,21 @@ kubernetes_tools() {
     export EVERGREEN_KUBECTL EVERGREEN_KUBERNETES_PROMTOOL EVERGREEN_KUBERNETES_VALIDATE
     "$EVERGREEN_KUBECTL" version --client | head -n 2
     "$EVERGREEN_KUBERNETES_PROMTOOL" --version | head -n 1
+}
+
+# openapi_validator: exports EVERGREEN_OPENAPI_VALIDATOR, openapi-spec-validator
+# (PyPI, pinned) in a venv: an independent reading of the served OpenAPI
+# document, as code generators and importers would read it.
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+openapi_validator() {
+    local venv=$TOOLS/openapi-validator-venv
+    if [ "$("$venv/bin/pip" show openapi-spec-validator 2>/dev/null | sed -n 's/^Version: //p')" != "$OPENAPI_SPEC_VALIDATOR_VERSION" ]; then
+        step "openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION into $venv (PyPI)"
+        python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+    fi
+    EVERGREEN_OPENAPI_VALIDATOR=$(cd "$venv" && pwd)/bin/openapi-spec-validator
+    export EVERGREEN_OPENAPI_VALIDATOR
 }

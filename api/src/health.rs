@@ -18,7 +18,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(tag = "health", responses((status = 200, description = "The process is up", body = Health)))]
 #[get("/health/live")]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(Health {
@@ -31,7 +31,7 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(
     tag = "health",
     responses(
-        (status = 200, body = Health),
+        (status = 200, description = "The Redis master answers: ready for traffic", body = Health),
         (status = 503, description = "Redis master unreachable or startup not finished"),
     )
 )]

@@ -30,10 +30,11 @@ fn with_etag(mut response: actix_web::HttpResponseBuilder, product: &Product) ->
 
 /// Products, filtered, sorted and paginated. Archived products are not listed.
 #[utoipa::path(
+    operation_id = "list_products",
     tag = "products",
     params(ListProductsQuery),
     responses(
-        (status = 200, body = Page<Product>),
+        (status = 200, description = "A page of products", body = Page<Product>),
         (status = 400, description = "Unknown parameter or wrong type"),
         (status = 422, description = "Out-of-range value or invalid cursor"),
     )
@@ -72,10 +73,11 @@ pub async fn list(
 
 /// One product, archived or not, with its ETag.
 #[utoipa::path(
+    operation_id = "get_product",
     tag = "products",
     params(("id" = Uuid, Path, description = "Product id")),
     responses(
-        (status = 200, body = Product, headers(("ETag" = String, description = "Version for If-Match"))),
+        (status = 200, description = "The product", body = Product, headers(("ETag" = String, description = "Version for If-Match"))),
         (status = 400, description = "Not a UUID"),
         (status = 404),
     )
@@ -91,11 +93,12 @@ pub async fn get(
 
 /// Create a product (admin).
 #[utoipa::path(
+    operation_id = "create_product",
     tag = "products",
     security(("bearer" = [])),
     request_body = CreateProductRequest,
     responses(
-        (status = 201, body = Product, headers(("Location" = String), ("ETag" = String))),
+        (status = 201, description = "Product created", body = Product, headers(("Location" = String), ("ETag" = String))),
         (status = 403),
         (status = 409, description = "SKU taken"),
         (status = 422),
@@ -141,6 +144,7 @@ pub async fn create(
 /// Change a product (admin). Needs `If-Match` with the ETag of a GET: a
 /// concurrent change gives 412 instead of being overwritten.
 #[utoipa::path(
+    operation_id = "update_product",
     tag = "products",
     security(("bearer" = [])),
     params(
@@ -149,7 +153,7 @@ pub async fn create(
     ),
     request_body = UpdateProductRequest,
     responses(
-        (status = 200, body = Product, headers(("ETag" = String))),
+        (status = 200, description = "The updated product", body = Product, headers(("ETag" = String))),
         (status = 403, description = "Not an admin"),
         (status = 404),
         (status = 409, description = "Product archived"),
@@ -212,6 +216,7 @@ fn archived_conflict() -> ApiError {
 /// same key and body returns the product as the first request left it (with
 /// `Idempotent-Replayed: true`) instead of applying the delta twice.
 #[utoipa::path(
+    operation_id = "add_stock",
     tag = "products",
     security(("bearer" = [])),
     params(
@@ -220,7 +225,7 @@ fn archived_conflict() -> ApiError {
     ),
     request_body = StockDeltaRequest,
     responses(
-        (status = 200, body = Product, headers(("ETag" = String), ("Idempotent-Replayed" = String))),
+        (status = 200, description = "The product after the delta (or, replayed, as that delta left it)", body = Product, headers(("ETag" = String), ("Idempotent-Replayed" = String))),
         (status = 400, description = "Missing Idempotency-Key or malformed body"),
         (status = 403, description = "Not an admin"),
         (status = 404),
@@ -276,6 +281,7 @@ pub async fn add_stock(
 /// Archive a product (admin): it stays readable, leaves the catalog and can
 /// no longer be bought. Past purchases keep their data. Idempotent.
 #[utoipa::path(
+    operation_id = "archive_product",
     tag = "products",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Product id")),

@@ -68,12 +68,13 @@ fn created(purchase: &Purchase, replayed: bool) -> HttpResponse {
 /// `Idempotent-Replayed: true`; with another body, 422; while the first
 /// request is unconfirmed, 409. A 503 means "not confirmed": retry with the same key.
 #[utoipa::path(
+    operation_id = "create_purchase",
     tag = "purchases",
     security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "Unique per order, e.g. a UUID; kept 24 h per user", pattern = "^[\\x21-\\x7E]{1,255}$")),
     request_body = CreatePurchaseRequest,
     responses(
-        (status = 201, body = Purchase, headers(("Location" = String), ("Idempotent-Replayed" = String))),
+        (status = 201, description = "Purchase made (or, with `Idempotent-Replayed: true`, the one this key made before)", body = Purchase, headers(("Location" = String), ("Idempotent-Replayed" = String))),
         (status = 400, description = "Missing Idempotency-Key or malformed body"),
         (status = 401),
         (status = 409, description = "Insufficient stock (names the product), archived product, or key in flight"),
@@ -134,11 +135,12 @@ pub async fn create(
 
 /// Own purchases, newest first. Admins may pass `user_id` to see another user's.
 #[utoipa::path(
+    operation_id = "list_purchases",
     tag = "purchases",
     security(("bearer" = [])),
     params(ListPurchasesQuery),
     responses(
-        (status = 200, body = Page<Purchase>),
+        (status = 200, description = "A page of purchases, newest first", body = Page<Purchase>),
         (status = 401),
         (status = 403, description = "user_id of someone else, without the admin role"),
     )
@@ -172,11 +174,12 @@ pub async fn list(
 
 /// One purchase: its owner or an admin; anyone else gets 404.
 #[utoipa::path(
+    operation_id = "get_purchase",
     tag = "purchases",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Purchase id")),
     responses(
-        (status = 200, body = Purchase),
+        (status = 200, description = "The purchase", body = Purchase),
         (status = 404),
     )
 )]
@@ -198,11 +201,12 @@ pub async fn get(
 /// the session that cancelled it gets the cancelled purchase again (200,
 /// `Idempotent-Replayed: true`); anyone else gets 409.
 #[utoipa::path(
+    operation_id = "cancel_purchase",
     tag = "purchases",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Purchase id")),
     responses(
-        (status = 200, body = Purchase, headers(("Idempotent-Replayed" = String, description = "`true` when this session had cancelled it already"))),
+        (status = 200, description = "The purchase, cancelled and restocked", body = Purchase, headers(("Idempotent-Replayed" = String, description = "`true` when this session had cancelled it already"))),
         (status = 404),
         (status = 409, description = "Already cancelled by another session"),
         (status = 429, description = "Too many writes by this user; see Retry-After"),

@@ -17,10 +17,11 @@ const USERS_CURSOR_SCOPE: &str = "users";
 
 /// The signed-in user.
 #[utoipa::path(
+    operation_id = "get_me",
     tag = "users",
     security(("bearer" = [])),
     responses(
-        (status = 200, body = User),
+        (status = 200, description = "The caller's profile", body = User),
         (status = 401),
     )
 )]
@@ -37,11 +38,12 @@ pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<
 /// Change one's name or password. A password change needs `current_password`
 /// and ends every other session.
 #[utoipa::path(
+    operation_id = "update_me",
     tag = "users",
     security(("bearer" = [])),
     request_body = UpdateMeRequest,
     responses(
-        (status = 200, body = User),
+        (status = 200, description = "The updated profile", body = User),
         (status = 401),
         (status = 422, description = "Invalid fields or wrong current password"),
         (status = 429, description = "Too many wrong passwords; see Retry-After"),
@@ -136,11 +138,12 @@ fn user_not_found() -> ApiError {
 
 /// All users, oldest first (admin).
 #[utoipa::path(
+    operation_id = "list_users",
     tag = "users",
     security(("bearer" = [])),
     params(PageQuery),
     responses(
-        (status = 200, body = Page<User>),
+        (status = 200, description = "A page of users", body = Page<User>),
         (status = 401),
         (status = 403),
     )
@@ -159,11 +162,12 @@ pub async fn list(
 
 /// One user (admin).
 #[utoipa::path(
+    operation_id = "get_user",
     tag = "users",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
     responses(
-        (status = 200, body = User),
+        (status = 200, description = "The user", body = User),
         (status = 403),
         (status = 404),
     )
@@ -181,12 +185,13 @@ pub async fn get(
 /// Change a user's role or disable it (admin). Disabling ends its sessions at once.
 /// Admins cannot demote or disable themselves, nor the last enabled admin.
 #[utoipa::path(
+    operation_id = "update_user",
     tag = "users",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
     request_body = AdminUpdateUserRequest,
     responses(
-        (status = 200, body = User),
+        (status = 200, description = "The updated user", body = User),
         (status = 403),
         (status = 404),
         (status = 409, description = "An admin tried to demote or disable themselves, or the last enabled admin"),
