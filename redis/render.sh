@@ -7,7 +7,7 @@
 # when a value contains a newline (it could inject config directives), or when
 # the template holds a `${` that is not a well-formed placeholder.
 #
-# The test harness (tests/src/redis_ha.rs) applies the same rule in Rust.
+# The test harness (tests/src/redis_ha.rs) renders its configs with this script too.
 #
 # Run it only when OUTPUT does not exist yet: Redis and Sentinel rewrite their
 # rendered files at run time (current master, epochs, known peers) and that
@@ -53,24 +53,16 @@ umask 077
 tmp="$output.tmp.$$"
 trap 'rm -f "$tmp" "$tmp.sed"' EXIT
 
-if command -v envsubst >/dev/null 2>&1; then
-    # Restrict envsubst to the template's own placeholders: it would otherwise
-    # replace any other $WORD with an empty string.
-    format=""
-    for var in $vars; do
-        format="$format \${$var}"
-    done
-    envsubst "$format" <"$template" >"$tmp"
-else
-    cp "$template" "$tmp"
-    for var in $vars; do
-        eval "value=\${$var}"
-        # Escape what sed treats specially in a replacement: \ & and the | delimiter.
-        escaped=$(printf '%s\n' "$value" | sed 's/[\\&|]/\\&/g')
-        sed "s|\${$var}|$escaped|g" "$tmp" >"$tmp.sed"
-        mv "$tmp.sed" "$tmp"
-    done
-fi
+# sed, placeholder by placeholder: only `${VAR}` is replaced (envsubst would
+# replace a bare `$VAR` too).
+cp "$template" "$tmp"
+for var in $vars; do
+    eval "value=\${$var}"
+    # Escape what sed treats specially in a replacement: \ & and the | delimiter.
+    escaped=$(printf '%s\n' "$value" | sed 's/[\\&|]/\\&/g')
+    sed "s|\${$var}|$escaped|g" "$tmp" >"$tmp.sed"
+    mv "$tmp.sed" "$tmp"
+done
 
 mv "$tmp" "$output"
 trap - EXIT

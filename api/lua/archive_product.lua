@@ -7,12 +7,9 @@
 -- ARGV[3]  price member              ARGV[4] updated_at
 -- Returns  {'ok', fields} | {'missing'} | {'version', current_version}
 -- Invariant: an archived product is in no index. Archiving twice is harmless.
-local version = redis.call('HGET', KEYS[1], 'version')
-if not version then
-  return {'missing'}
-end
-if version ~= ARGV[1] then
-  return {'version', version}
+local refusal = version_refusal(KEYS[1], ARGV[1])
+if refusal then
+  return refusal
 end
 if redis.call('HGET', KEYS[1], 'archived') ~= '1' then
   redis.call('HSET', KEYS[1], 'archived', '1', 'updated_at', ARGV[4])

@@ -11,12 +11,9 @@
 -- the price and category indexes always match the product's fields. The
 -- caller read the old price and category at the expected version, so the old
 -- members it passes are exact.
-local version = redis.call('HGET', KEYS[1], 'version')
-if not version then
-  return {'missing'}
-end
-if version ~= ARGV[1] then
-  return {'version', version}
+local refusal = version_refusal(KEYS[1], ARGV[1])
+if refusal then
+  return refusal
 end
 if redis.call('HGET', KEYS[1], 'archived') == '1' then
   return {'archived'}

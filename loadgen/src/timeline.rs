@@ -176,8 +176,11 @@ impl Default for Timeline {
     }
 }
 
-/// The longest stretch in `from..end` without an instant of `successes`: from
-/// `from` to the first one, between two, or from the last one to `end`.
+/// The write-unavailability window: the longest stretch in `from..end`
+/// without an instant of `successes`, from `from` to the first one, between
+/// two, or from the last one to `end`; with none after `from`, all of it.
+/// loadgen's markers and the failure tests (`evergreen-tests`) both measure
+/// with it.
 pub fn longest_gap_without_success(successes: &[f64], from: f64, end: f64) -> f64 {
     let mut after: Vec<f64> = successes
         .iter()
@@ -233,6 +236,9 @@ mod tests {
         assert!((longest_gap_without_success(&[4.0, 4.1], 1.0, 4.2) - 3.0).abs() < 1e-9);
         // No success after the marker: the whole rest of the run.
         assert!((longest_gap_without_success(&[0.5], 1.0, 9.0) - 8.0).abs() < 1e-9);
+        assert!((longest_gap_without_success(&[], 1.0, 9.0) - 8.0).abs() < 1e-9);
+        // Writes that stopped succeeding: the trailing stretch counts.
+        assert!((longest_gap_without_success(&[1.5, 2.0], 1.0, 12.0) - 10.0).abs() < 1e-9);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - [`client`]: one method per endpoint, plus assertion helpers.
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters from the shipped `prometheus/` files.
 //! - [`traffic`]: buyers and readers that run through a fault and record what they saw.
-//! - [`measure`]: the figures failure tests print (write-unavailability window).
+//! - [`scenario`]: traffic against two API instances through a fault, and the verdict failure tests share.
 //! - [`wait`]: polling with a deadline (never fixed sleeps) and free ports.
 
 pub mod app;
@@ -18,8 +18,8 @@ pub mod client;
 pub mod gateway;
 pub mod kubernetes;
 pub mod lab;
-pub mod measure;
 pub mod monitoring;
 pub mod redis_ha;
+pub mod scenario;
 pub mod traffic;
 pub mod wait;

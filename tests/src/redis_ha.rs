@@ -2,7 +2,7 @@
 //! one master, two replicas and three Sentinels (quorum 2), as child processes.
 //!
 //! The nodes run the configuration that ships: the templates in `redis/` at the
-//! repository root, rendered with the same rule as `redis/render.sh` (every
+//! repository root, rendered by `redis/render.sh` itself (every
 //! placeholder must be set and non-empty). Only addresses, ports, paths,
 //! secrets and the Sentinel timings ([`RedisHaOptions`]) differ from
 //! production. Each topology lives in its own temporary directory (configs,
@@ -119,55 +119,44 @@ impl Default for RedisHaOptions {
     }
 }
 
+/// Names the file describing the topology the tests share ([`RedisHa::shared`]).
+pub const SHARED_ENV: &str = "EVERGREEN_SHARED_REDIS";
+
 /// `redis/` at the repository root: the templates that ship.
 #[must_use]
 pub fn templates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../redis")
 }
 
-/// Replaces every `${NAME}` in `template` with `vars[NAME]`.
-///
-/// Same rule as `redis/render.sh`: a placeholder that is not in `vars`, is
-/// empty, or is malformed (`${` not followed by `NAME}`) is an error, and so is
-/// a value containing a newline (it could inject config directives).
+/// Replaces every `${NAME}` in `template` with `vars[NAME]`, by running the
+/// shipped `redis/render.sh` (what the containers and pods run) with only
+/// `vars` and `PATH` in its environment: a placeholder that is unset, empty
+/// or malformed, or a value with a newline, is an error.
 ///
 /// # Errors
-/// The first offending placeholder, with its line number.
+/// What render.sh said.
 pub fn render(template: &str, vars: &HashMap<&str, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let line = template[..template.len() - rest.len() + start]
-            .matches('\n')
-            .count()
-            + 1;
-        let after = &rest[start + 2..];
-        let name = after.find('}').map(|end| &after[..end]);
-        let name = match name {
-            Some(name) if is_var_name(name) => name,
-            _ => return Err(format!("line {line}: malformed placeholder")),
-        };
-        match vars.get(name) {
-            None => return Err(format!("line {line}: {name} is not set")),
-            Some(value) if value.is_empty() => return Err(format!("line {line}: {name} is empty")),
-            Some(value) if value.contains('\n') => {
-                return Err(format!("line {line}: {name} contains a newline"));
-            }
-            Some(value) => out.push_str(value),
-        }
-        rest = &after[name.len() + 1..];
+    let dir = tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?;
+    let (input, output) = (dir.path().join("template"), dir.path().join("rendered"));
+    fs::write(&input, template).map_err(|e| format!("writing the template: {e}"))?;
+    let ran = Command::new("sh")
+        .arg(templates_dir().join("render.sh"))
+        .arg(&input)
+        .arg(&output)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(name, value)| (*name, value)))
+        .output()
+        .map_err(|e| format!("render.sh: {e}"))?;
+    if !ran.status.success() {
+        let said = String::from_utf8_lossy(&ran.stderr);
+        // Without the temp file's path, which names nothing to the reader.
+        return Err(said
+            .trim()
+            .replace(&format!("{}:", input.display()), "template:")
+            .replace(&input.display().to_string(), "template"));
     }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn is_var_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    fs::read_to_string(&output).map_err(|e| format!("reading the output: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,11 +176,17 @@ struct Node {
     port: u16,
     config: PathBuf,
     log: PathBuf,
-    /// `None` once killed.
+    /// `None` once killed, and for a node of a shared topology.
     child: Option<Child>,
 }
 
 impl Node {
+    /// Whether the node runs: a child of this process that was not killed,
+    /// or a node of a shared topology (another process's).
+    fn is_running(&self, shared: bool) -> bool {
+        shared || self.child.is_some()
+    }
+
     fn name(&self) -> String {
         match self.kind {
             Kind::Data => format!("redis-server :{}", self.port),
@@ -295,7 +290,12 @@ impl Node {
 /// A running master + 2 replicas + 3 Sentinels; everything is killed on drop.
 #[derive(Debug)]
 pub struct RedisHa {
-    dir: TempDir,
+    /// Removed with the topology; `None` for a shared topology, whose owner
+    /// removes it.
+    _dir: Option<TempDir>,
+    path: PathBuf,
+    /// Another process's topology ([`Self::shared`]): no fault may touch it.
+    shared: bool,
     credentials: Credentials,
     options: RedisHaOptions,
     /// Index 0 is the initial master.
@@ -413,7 +413,9 @@ impl RedisHa {
 
         // Built before anything runs, so a panic below still kills every child.
         let mut ha = Self {
-            dir,
+            path: dir.path().to_owned(),
+            _dir: Some(dir),
+            shared: false,
             credentials,
             options,
             data,
@@ -441,9 +443,105 @@ impl RedisHa {
             &data_ports[1..],
             sentinel_ports,
             started.elapsed().as_secs_f64(),
-            ha.dir.path().display(),
+            ha.path.display(),
         );
         ha
+    }
+
+    /// The topology that `scripts/test` shares between the tests that break
+    /// nothing (`EVERGREEN_SHARED_REDIS` names its description, written by
+    /// the `shared-redis` binary), or `None` when none is shared. Each test
+    /// keeps to its own key prefix; faults ([`Self::pause`], [`Self::kill`],
+    /// ...) on it panic: a test that breaks Redis starts its own.
+    pub fn shared() -> Option<Self> {
+        let path = std::env::var_os(SHARED_ENV)?;
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{SHARED_ENV}={}: {e}", path.to_string_lossy()));
+        let description: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{SHARED_ENV}: not a topology description: {e}"));
+        let text_of = |value: &serde_json::Value| value.as_str().expect("a string").to_owned();
+        let nodes = |key: &str, kind: Kind| -> Vec<Node> {
+            description[key]
+                .as_array()
+                .expect("a list of nodes")
+                .iter()
+                .map(|node| Node {
+                    kind,
+                    host: text_of(&node["host"]),
+                    namespace: None,
+                    port: node["port"].as_u64().expect("a port") as u16,
+                    config: PathBuf::from(text_of(&node["config"])),
+                    log: PathBuf::from(text_of(&node["log"])),
+                    child: None,
+                })
+                .collect()
+        };
+        let credentials = &description["credentials"];
+        Some(Self {
+            _dir: None,
+            path: PathBuf::from(text_of(&description["dir"])),
+            shared: true,
+            credentials: Credentials {
+                admin: text_of(&credentials["admin"]),
+                api: text_of(&credentials["api"]),
+                replication: text_of(&credentials["replication"]),
+                sentinel: text_of(&credentials["sentinel"]),
+                monitor: text_of(&credentials["monitor"]),
+            },
+            options: RedisHaOptions {
+                down_after_ms: description["down_after_ms"]
+                    .as_u64()
+                    .expect("down_after_ms"),
+                failover_timeout_ms: description["failover_timeout_ms"]
+                    .as_u64()
+                    .expect("failover_timeout_ms"),
+            },
+            data: nodes("data", Kind::Data),
+            sentinels: nodes("sentinels", Kind::Sentinel),
+        })
+    }
+
+    /// What [`Self::shared`] reads back in another process.
+    #[must_use]
+    pub fn description(&self) -> serde_json::Value {
+        let nodes = |nodes: &[Node]| -> Vec<serde_json::Value> {
+            nodes
+                .iter()
+                .map(|n| {
+                    serde_json::json!({
+                        "host": n.host, "port": n.port,
+                        "config": n.config, "log": n.log,
+                    })
+                })
+                .collect()
+        };
+        let c = &self.credentials;
+        serde_json::json!({
+            "dir": self.path,
+            "credentials": {
+                "admin": c.admin, "api": c.api, "replication": c.replication,
+                "sentinel": c.sentinel, "monitor": c.monitor,
+            },
+            "down_after_ms": self.options.down_after_ms,
+            "failover_timeout_ms": self.options.failover_timeout_ms,
+            "data": nodes(&self.data),
+            "sentinels": nodes(&self.sentinels),
+        })
+    }
+
+    /// Whether this is the shared topology of [`Self::shared`].
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Faults are for a test's own topology.
+    fn owned(&self, fault: &str) {
+        assert!(
+            !self.shared,
+            "{fault} on the topology the tests share: this test breaks Redis, so it must \
+             start its own (TestStack::start_own, RedisHa::start)"
+        );
     }
 
     /// The password of each ACL user ([`users`]).
@@ -476,9 +574,10 @@ impl RedisHa {
     /// Sentinel (`ACL LOG`), one line per entry: empty when every client
     /// (the API, replicas, Sentinels, exporters) had the rights it needed.
     pub async fn acl_denials(&self) -> Vec<String> {
+        self.owned("acl_denials");
         let mut denials = Vec::new();
         for node in self.data.iter().chain(&self.sentinels) {
-            if node.child.is_none() {
+            if !node.is_running(self.shared) {
                 continue;
             }
             let entries: Result<Vec<Vec<redis::Value>>, String> = async {
@@ -587,7 +686,7 @@ impl RedisHa {
     /// The temp dir holding every node's config, data and log.
     #[must_use]
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// The master port a majority (2 of 3) of the Sentinels report
@@ -617,6 +716,31 @@ impl RedisHa {
             [_, port] => port.parse().map_err(|e| format!("{e}")),
             _ => Err(format!("unexpected answer {addr:?}")),
         }
+    }
+
+    /// Script calls (`EVAL*`, `FCALL*`) the node at `port` has run since it
+    /// started, from `INFO commandstats`. Only the API runs scripts, and a
+    /// replica applies a script's effects, not the script: on a node that is
+    /// not the master, the count stays still.
+    pub async fn script_calls(&self, port: u16) -> u64 {
+        let mut connection = self.connection(port).await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .expect("INFO commandstats");
+        info.lines()
+            .filter_map(|line| line.strip_prefix("cmdstat_"))
+            .filter(|line| line.starts_with("eval") || line.starts_with("fcall"))
+            .filter_map(|line| {
+                line.split_once(":calls=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
     }
 
     /// A new authenticated connection to a data node, with short connect
@@ -663,6 +787,7 @@ impl RedisHa {
     /// # Panics
     /// When `port` is not a running data node.
     pub fn pause(&self, port: u16) {
+        self.owned("pause");
         self.node(port).signal("STOP");
     }
 
@@ -671,6 +796,7 @@ impl RedisHa {
     /// # Panics
     /// When `port` is not a running data node.
     pub fn resume(&self, port: u16) {
+        self.owned("resume");
         self.node(port).signal("CONT");
     }
 
@@ -680,6 +806,7 @@ impl RedisHa {
     /// # Panics
     /// When `port` is not a data node.
     pub fn kill(&mut self, port: u16) {
+        self.owned("kill");
         self.node_mut(port).kill();
     }
 
@@ -689,6 +816,7 @@ impl RedisHa {
     /// # Panics
     /// When `port` is not a data node.
     pub async fn stop(&mut self, port: u16) {
+        self.owned("stop");
         self.node_mut(port).terminate().await;
     }
 
@@ -699,6 +827,7 @@ impl RedisHa {
     /// # Panics
     /// When the node is still running or does not answer within 10 s.
     pub async fn restart(&mut self, port: u16) {
+        self.owned("restart");
         self.node_mut(port).spawn();
         let password = self.credentials.admin.clone();
         let host = self.host_of(port).to_owned();
@@ -722,6 +851,7 @@ impl RedisHa {
     /// Stops every node gracefully (SIGTERM; Sentinels first), as
     /// `docker compose down` does, keeping every data and config file.
     pub async fn stop_all(&mut self) {
+        self.owned("stop_all");
         for node in self.sentinels.iter_mut().chain(self.data.iter_mut()) {
             node.terminate().await;
         }
@@ -731,6 +861,7 @@ impl RedisHa {
     /// waits until a majority of Sentinels names a master that has both
     /// replicas in sync.
     pub async fn start_all(&mut self) {
+        self.owned("start_all");
         for node in self.data.iter_mut().chain(self.sentinels.iter_mut()) {
             if node.child.is_none() {
                 node.spawn();
@@ -745,6 +876,7 @@ impl RedisHa {
     /// # Panics
     /// When `index` is out of range.
     pub fn kill_sentinel(&mut self, index: usize) {
+        self.owned("kill_sentinel");
         self.sentinels[index].kill();
     }
 
@@ -755,10 +887,11 @@ impl RedisHa {
     /// When no Sentinel runs or the Sentinel refuses (e.g. a failover is in
     /// progress, or the last one was less than `failover_timeout_ms` ago).
     pub async fn sentinel_failover(&self) {
+        self.owned("sentinel_failover");
         let sentinel = self
             .sentinels
             .iter()
-            .find(|s| s.child.is_some())
+            .find(|s| s.is_running(self.shared))
             .expect("a Sentinel is running");
         let result: Result<String, String> = async {
             let mut conn = connect(
@@ -851,7 +984,7 @@ impl RedisHa {
     }
 
     fn running_sentinels(&self) -> impl Iterator<Item = &Node> {
-        self.sentinels.iter().filter(|s| s.child.is_some())
+        self.sentinels.iter().filter(|s| s.is_running(self.shared))
     }
 
     async fn try_info_replication(&self, port: u16) -> Result<HashMap<String, String>, String> {
@@ -934,7 +1067,7 @@ impl RedisHa {
         let replicas: Vec<u16> = self
             .data
             .iter()
-            .filter(|n| n.child.is_some() && n.port != master_port)
+            .filter(|n| n.is_running(self.shared) && n.port != master_port)
             .map(|n| n.port)
             .collect();
         let info = self.try_info_replication(master_port).await?;
@@ -1129,21 +1262,16 @@ mod tests {
 
     #[test]
     fn render_rejects_unset_empty_and_malformed_placeholders() {
-        assert_eq!(
-            render("a\n${B}", &vars()),
-            Err("line 2: B is not set".to_owned())
-        );
-        assert_eq!(
-            render("${EMPTY}", &vars()),
-            Err("line 1: EMPTY is empty".to_owned())
-        );
-        assert_eq!(
-            render("${A", &vars()),
-            Err("line 1: malformed placeholder".to_owned())
-        );
-        assert_eq!(
-            render("${A:-x}", &vars()),
-            Err("line 1: malformed placeholder".to_owned())
+        let refused = |template: &str| render(template, &vars()).expect_err(template);
+        assert!(refused("a\n${B}").contains("unset or empty variable(s): B"));
+        assert!(refused("${EMPTY}").contains("unset or empty variable(s): EMPTY"));
+        assert!(refused("${A").contains("template:1: malformed placeholder"));
+        assert!(refused("ok\n${A:-x}").contains("template:2: malformed placeholder"));
+        let newline = HashMap::from([("A", "1\nrequirepass x".to_owned())]);
+        assert!(
+            render("${A}", &newline)
+                .expect_err("a newline")
+                .contains("A contains a newline")
         );
     }
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::client::{Api, Session};
-use crate::measure::longest_gap_without_success;
+use evergreen_loadgen::timeline::longest_gap_without_success;
 
 /// Pause between two attempts of one purchase (a client's back-off).
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -290,21 +290,35 @@ impl Report {
         all.len() - acknowledged.len()
     }
 
-    /// The write-unavailability window after `fault` (see
-    /// [`longest_gap_without_success`]).
+    /// The write-unavailability window after `fault`: the longest stretch
+    /// without a successful purchase, from the fault to the first success,
+    /// between two, or from the last one to the end of the traffic (the
+    /// last attempt's answer). The same definition loadgen reports
+    /// ([`longest_gap_without_success`]).
     pub fn write_gap(&self, fault: Duration) -> Duration {
-        self.write_gap_within(fault, Duration::MAX)
+        let end = self
+            .writes
+            .iter()
+            .map(Write::finished)
+            .max()
+            .unwrap_or(fault);
+        self.write_gap_within(fault, end)
     }
 
-    /// The same, counting only purchases that completed before `until`.
+    /// The same, counting only what happened before `until`, which also
+    /// ends the last stretch.
     pub fn write_gap_within(&self, fault: Duration, until: Duration) -> Duration {
-        longest_gap_without_success(
-            self.writes
-                .iter()
-                .filter(|w| w.succeeded() && w.finished() <= until)
-                .map(Write::finished),
-            fault,
-        )
+        let successes: Vec<f64> = self
+            .writes
+            .iter()
+            .filter(|w| w.succeeded() && w.finished() <= until)
+            .map(|w| w.finished().as_secs_f64())
+            .collect();
+        Duration::from_secs_f64(longest_gap_without_success(
+            &successes,
+            fault.as_secs_f64(),
+            until.as_secs_f64(),
+        ))
     }
 
     /// Failed purchase attempts by status (`None`: no answer at all).

@@ -2,11 +2,9 @@
 //! dedicated threads, each hashing in one memory buffer of its own for life:
 //! one hash takes tens of milliseconds of CPU and would stall every request
 //! sharing an async worker, and its memory (7 MiB) is what sign-ins cost in
-//! RSS. Measured per replica under concurrent sign-ins (scripts/bench): on
-//! tokio's blocking pool, unbounded, 2 GiB; bounded to 2 at once, 280-350 MiB;
-//! on 2 fixed threads with argon2 allocating per hash, 112 MiB (malloc keeps
-//! the freed 7 MiB buffers in its per-thread arenas, fragmented); with a
-//! reused buffer per thread, see the README's benchmark table.
+//! RSS. Bounded threads with reused buffers keep that cost fixed per
+//! replica, where a hash per blocking-pool thread grew it without bound
+//! (the peak RSS under concurrent sign-ins is a row of `scripts/bench`).
 
 use std::cell::RefCell;
 use std::sync::mpsc;
