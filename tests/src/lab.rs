@@ -71,7 +71,7 @@ impl Lab {
     ///
     /// # Errors
     /// When this machine cannot make namespaces (not root, no iproute2):
-    /// the reason, for the test to print as SKIPPED.
+    /// the reason, for the test to fail with.
     pub fn create() -> Result<Self, String> {
         run(&[iptables(), "--version"]).map_err(|e| format!("no iptables: {e}"))?;
         sweep_abandoned_labs();

@@ -199,6 +199,26 @@ impl ComposeProject {
         listing.lines().map(str::to_owned).collect()
     }
 
+    /// Each container of `service` with the time it last started and its
+    /// restart count (`docker inspect`): equal before and after an operation,
+    /// it was neither re-created nor restarted meanwhile.
+    pub fn starts(&self, service: &str) -> Vec<String> {
+        let ids = self.containers(service);
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let listing = stdout(
+            Command::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{.Id}} {{.State.StartedAt}} {{.RestartCount}}",
+                ])
+                .args(&ids),
+        );
+        listing.lines().map(str::to_owned).collect()
+    }
+
     /// Every container of the project with its health ("healthy",
     /// "starting", "unhealthy", or its state when it has no healthcheck).
     pub fn health(&self) -> Vec<(String, String)> {

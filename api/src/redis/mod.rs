@@ -188,16 +188,4 @@ mod tests {
         let noscript = redis::make_extension_error("NOSCRIPT".to_owned(), None);
         assert!(is_noscript(&noscript) && !poisons_connection(&noscript));
     }
-
-    #[test]
-    fn a_noreplicas_reply_inside_a_pipeline_is_retryable_not_a_bug() {
-        let inner = redis::make_extension_error(
-            "NOREPLICAS".to_owned(),
-            Some("Not enough good replicas".to_owned()),
-        );
-        assert!(matches!(
-            RedisError::from(inner),
-            RedisError::Unavailable(_)
-        ));
-    }
 }

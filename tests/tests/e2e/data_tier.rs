@@ -1,24 +1,86 @@
 //! The data tier as an operator handles it: a Sentinel lost before a master
-//! failure, and the whole tier stopped and started again from its files.
+//! failure, the whole tier stopped and started again from its files, and a
+//! master that refuses writes for want of in-sync replicas.
 
 use std::time::{Duration, Instant};
 
+use evergreen_api::redis::{RedisError, transaction};
 use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{expect, json};
+use evergreen_tests::redis_ha::RedisHa;
 use evergreen_tests::wait;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::support::{metrics_at, sample};
+
 const DEADLINE: Duration = Duration::from_secs(40);
+
+/// A master short of in-sync replicas answers a write inside the API's
+/// transaction pipeline (MULTI, the writes, EXEC, WAIT) with NOREPLICAS,
+/// which redis-rs wraps as a pipeline error with no code of its own: the
+/// API must read it as "unavailable, retry", never as a bug (500), and the
+/// write must not have happened.
+#[tokio::test]
+async fn a_noreplicas_refusal_inside_a_write_pipeline_is_retryable_and_writes_nothing() {
+    // Arrange: the real topology; the master now wants more replicas than it has.
+    let redis = RedisHa::start(Default::default()).await;
+    let master = redis.master_port().await;
+    let mut connection = redis.connection(master).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(3)
+        .query_async(&mut connection)
+        .await
+        .expect("CONFIG SET");
+    let mut pipe = transaction(|pipe| {
+        pipe.cmd("HSET").arg("noreplicas-probe").arg("f").arg(1);
+    });
+    pipe.cmd("WAIT").arg(1).arg(100);
+
+    // Act
+    let refused = pipe
+        .query_async::<Vec<redis::Value>>(&mut connection)
+        .await
+        .expect_err("the master refuses the write");
+
+    // Assert
+    assert!(refused.to_string().contains("NOREPLICAS"), "{refused}");
+    assert!(
+        matches!(
+            RedisError::from(refused.clone()),
+            RedisError::Unavailable(_)
+        ),
+        "{refused}"
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("noreplicas-probe")
+        .query_async(&mut connection)
+        .await
+        .expect("EXISTS");
+    assert!(!exists, "nothing of the refused transaction was applied");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_failure_still_fails_over_with_one_sentinel_dead() {
-    let mut stack = TestStack::start().await;
+    let mut stack = TestStack::start_own().await;
     let api = stack.api(0);
     let admin = stack.admin().await;
     let product = api.new_product(&admin, 100, 1000).await;
     let customer = stack.customer().await;
     let order = json!({"items": [{"product_id": product["id"], "quantity": 1}]});
+
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", stack.apps[0].metrics_port);
+    let followed = || async {
+        sample(
+            &metrics_at(&metrics_url).await,
+            "evergreen_redis_failovers_followed_total",
+            &[],
+        )
+        .expect("the counter is exported")
+    };
+    let followed_before = followed().await;
 
     // Act: lose one Sentinel of three, then pause the master.
     stack.redis.kill_sentinel(0);
@@ -54,12 +116,17 @@ async fn a_master_failure_still_fails_over_with_one_sentinel_dead() {
         "two Sentinels of three fail over as fast as three: {:?}",
         paused.elapsed()
     );
+    let followed_after = followed().await;
+    assert!(
+        followed_after > followed_before,
+        "the instance counts the master change it followed: {followed_before} -> {followed_after}"
+    );
     stack.redis.resume(old_master);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_whole_data_tier_stopped_and_started_again_keeps_every_user_product_and_purchase() {
-    let mut stack = TestStack::start().await;
+    let mut stack = TestStack::start_own().await;
     let api = stack.api(0);
     let admin = stack.admin().await;
     let product = api.new_product(&admin, 250, 100).await;

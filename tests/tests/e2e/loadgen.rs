@@ -16,7 +16,7 @@ use evergreen_tests::gateway::{Gateway, GatewayOptions, loadgen_command};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::failover::{HEAL_DEADLINE, Scenario};
+use evergreen_tests::scenario::{HEAL_DEADLINE, Scenario};
 
 const STOCK: i64 = 5_000;
 

@@ -420,6 +420,40 @@ async fn twenty_concurrent_requests_with_one_key_make_exactly_one_purchase() {
     );
 }
 
+/// SPEC: "Keys live 24 h, per user" — with the API's own configuration, not a
+/// TTL a test passes to the script.
+#[tokio::test]
+async fn a_purchase_key_is_kept_24_hours_by_the_shipped_configuration() {
+    // Arrange
+    let (stack, api, admin, customer) = shop().await;
+    let id = id_of(&create_product(&api, &admin, json!({"stock": 10})).await);
+    let key = new_key();
+
+    // Act
+    expect(
+        api.purchase(&customer.access_token, Some(&key), &order(&[(&id, 1)]))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+
+    // Assert
+    let record = Keys::new(stack.key_prefix.clone()).idempotency(customer.user_id, &key);
+    let mut redis = stack
+        .redis
+        .connection(stack.redis.master_port().await)
+        .await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&record)
+        .query_async(&mut redis)
+        .await
+        .expect("TTL");
+    assert!(
+        (86_400 - 60..=86_400).contains(&ttl),
+        "the key's record lives 24 h: TTL {ttl} s"
+    );
+}
+
 #[tokio::test]
 async fn a_retry_while_the_first_request_is_unconfirmed_gets_409_and_later_the_original() {
     // Arrange: an instance with a 1 s in-flight window, and a purchase whose

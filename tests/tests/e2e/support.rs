@@ -151,3 +151,28 @@ pub fn claims_of(token: &str) -> Value {
         .expect("the payload is base64url");
     serde_json::from_slice(&bytes).expect("the payload is JSON")
 }
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition,
+/// where every label in `labels` must be present.
+pub fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// What a metrics endpoint (`http://127.0.0.1:<metrics port>/metrics`) serves now.
+pub async fn metrics_at(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .expect("the metrics port answers")
+        .text()
+        .await
+        .expect("a body")
+}

@@ -329,6 +329,14 @@ fn upstreams_seen(stack: &ComposeProject) -> BTreeSet<String> {
 }
 
 async fn scale_to_four(stack: &ComposeProject, api: &Api, monitoring: &MonitoringApi) {
+    // nginx and Prometheus must follow the new replicas by themselves
+    // (re-resolving, service discovery), not by being restarted.
+    let followers = ["nginx", "prometheus"];
+    let started_before: Vec<Vec<String>> = followers.iter().map(|s| stack.starts(s)).collect();
+    assert!(
+        started_before.iter().all(|starts| starts.len() == 1),
+        "{started_before:?}"
+    );
     let scaled = Instant::now();
     stack.up(&["--scale", "api=4"]);
     stack
@@ -355,8 +363,13 @@ async fn scale_to_four(stack: &ComposeProject, api: &Api, monitoring: &Monitorin
     assert_eq!(stack.containers("api").len(), 4);
     let serving = scaled.elapsed();
     wait_for_targets_up(monitoring, DEFAULT_TARGETS + 2, 4).await;
+    let started_after: Vec<Vec<String>> = followers.iter().map(|s| stack.starts(s)).collect();
+    assert_eq!(
+        started_after, started_before,
+        "`up --scale` re-created or restarted {followers:?}"
+    );
     println!(
-        "scaled to 4: new replicas healthy {:.1} s after `up --scale` began, all 4 serving through nginx after {:.1} s \
+        "scaled to 4 (nginx and Prometheus not restarted): new replicas healthy {:.1} s after `up --scale` began, all 4 serving through nginx after {:.1} s \
          ({seen:?}), all 4 scraped by Prometheus after {:.1} s",
         healthy.as_secs_f64(),
         serving.as_secs_f64(),
@@ -376,7 +389,7 @@ enum Kind {
     Degraded,
 }
 
-/// Which table of the README a fault belongs to.
+/// Which table of docs/testing.md a fault belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Section {
     Fault,
@@ -1058,7 +1071,7 @@ fn figures(fault: &Fault, report: &Report, recorded: &BTreeSet<String>) -> Figur
     }
 }
 
-/// The tables of the README, and the assertions behind them.
+/// The tables of docs/testing.md, and the assertions behind them.
 fn judge(faults: &[Fault], report: &Report, recorded: &BTreeSet<String>) {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
