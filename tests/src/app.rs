@@ -44,8 +44,19 @@ pub struct TestStack {
 }
 
 impl TestStack {
-    /// Redis HA and one API instance.
+    /// One instance over the topology `scripts/test` shares between the
+    /// tests that break nothing ([`RedisHa::shared`]), or over a topology
+    /// of its own when none is shared. A test that breaks Redis uses
+    /// [`Self::start_own`].
     pub async fn start() -> Self {
+        match RedisHa::shared() {
+            Some(redis) => Self::with_redis(1, redis).await,
+            None => Self::start_own().await,
+        }
+    }
+
+    /// One instance over a topology of its own, which the test may break.
+    pub async fn start_own() -> Self {
         Self::start_with(1, RedisHaOptions::default()).await
     }
 

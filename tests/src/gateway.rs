@@ -49,8 +49,9 @@ async fn until_success(what: &str, url: &str, seconds: u64) {
 const NGINX_MIN_VERSION: (u32, u32, u32) = (1, 27, 3);
 
 /// The nginx the tests run: `$EVERGREEN_NGINX` (scripts/test sets it), else
-/// the Debian forky tree scripts/test builds (`target/tools/nginx-forky`),
-/// else `nginx` on PATH. Checked once to be at least 1.27.3.
+/// the Debian forky tree scripts/test builds (`nginx-forky` in its tools
+/// directory, `~/.cache/evergreen-tools` by default), else `nginx` on PATH.
+/// Checked once to be at least 1.27.3.
 ///
 /// # Panics
 /// When that nginx does not run or is older (Debian 12's is 1.22).
@@ -58,7 +59,13 @@ pub fn nginx_program() -> PathBuf {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
     PROGRAM
         .get_or_init(|| {
-            let tree = repo_root().join("target/tools/nginx-forky/nginx");
+            let tools = std::env::var_os("EVERGREEN_TOOLS")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|home| PathBuf::from(home).join(".cache/evergreen-tools"))
+                });
+            let tree = tools.unwrap_or_default().join("nginx-forky/nginx");
             let program = match std::env::var_os("EVERGREEN_NGINX") {
                 Some(path) => PathBuf::from(path),
                 None if tree.exists() => tree,
@@ -93,7 +100,7 @@ pub fn nginx_program() -> PathBuf {
             assert!(
                 version >= NGINX_MIN_VERSION,
                 "{} is {}; the shipped config needs nginx >= 1.27.3 (run scripts/test once: it \
-                 builds Debian forky's nginx into target/tools/nginx-forky)",
+                 builds Debian forky's nginx into its tools directory)",
                 program.display(),
                 text.trim()
             );
