@@ -389,13 +389,13 @@ async fn every_kind_of_refusal_is_a_complete_problem_document() {
     assert_eq!(stock_of(&api, &product).await, 1);
 }
 
-/// The README's table of error codes is the code's: every code, with its
+/// The table of error codes in docs/api.md is the code's: every code, with its
 /// status, and no other.
 #[test]
-fn the_readme_lists_every_error_code_with_its_status() {
+fn the_api_docs_list_every_error_code_with_its_status() {
     use evergreen_api::error::Code;
-    let readme = include_str!("../../../docs/api.md");
-    let section = readme
+    let docs = include_str!("../../../docs/api.md");
+    let section = docs
         .split("\n## Error codes\n")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())

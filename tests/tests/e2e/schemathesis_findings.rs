@@ -1,5 +1,5 @@
 //! One regular test per bug schemathesis (scripts/fuzz) found, so that each
-//! stays fixed without the fuzzer: see the README's "Fuzzing" section.
+//! stays fixed without the fuzzer: see "Fuzzing" in docs/testing.md.
 
 use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{Api, expect, expect_problem};

@@ -1,4 +1,4 @@
-//! Attacks and abuse, against the real stack (issue 6). One module per
+//! Attacks and abuse, against the real stack. One module per
 //! category; `cargo nextest list security::` counts them.
 //!
 //! - `tokens`: forged, altered, expired, not-yet-valid, incomplete and

@@ -14,7 +14,7 @@
 //! - Redis memory per purchase and per user, peak RSS of each API process,
 //!   and the API's cold start to ready.
 //!
-//! It checks issue 14's targets on ratios from this one run ([`report`]).
+//! It checks its targets (bench/README.md) on ratios from this one run ([`report`]).
 //! Results go to `<out>/latest.json` and `<out>/latest.md`.
 //!
 //! `bench --smoke` runs everything for a second each: the suite uses it to

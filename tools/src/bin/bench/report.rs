@@ -1,5 +1,5 @@
-//! What a run found, as `latest.json` and the Markdown table the README
-//! shows, with the targets of issue 14 checked against ratios from this one
+//! What a run found, as `latest.json` and the Markdown table bench/README.md
+//! links, with the targets checked against ratios from this one
 //! run (never against absolute figures: the machine is shared and noisy).
 
 use std::fmt::Write as _;
@@ -73,7 +73,7 @@ impl Results {
             .unwrap_or_else(|| panic!("no row {name}"))
     }
 
-    /// The targets of issue 14, from this run's figures.
+    /// The targets (bench/README.md), from this run's figures.
     pub fn check_targets(&mut self) {
         let rps = |name: &str| self.row(name).http.requests_per_sec;
         let p99 = |name: &str| self.row(name).http.p99_ms;
