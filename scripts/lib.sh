@@ -1,7 +1,7 @@
 # Shared by the scripts in this folder (sourced, not run): how they print a
 # step, become root, install Debian packages, and find /usr/sbin tools.
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s  [at %d s]\n' "$*" "$SECONDS"; }
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
