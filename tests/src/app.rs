@@ -49,9 +49,15 @@ impl TestStack {
     /// of its own when none is shared. A test that breaks Redis uses
     /// [`Self::start_own`].
     pub async fn start() -> Self {
+        Self::sharing(1).await
+    }
+
+    /// `instances` instances over the shared topology, or over one of their
+    /// own when none is shared (see [`Self::start`]).
+    pub async fn sharing(instances: usize) -> Self {
         match RedisHa::shared() {
-            Some(redis) => Self::with_redis(1, redis).await,
-            None => Self::start_own().await,
+            Some(redis) => Self::with_redis(instances, redis).await,
+            None => Self::start_with(instances, RedisHaOptions::default()).await,
         }
     }
 
@@ -81,6 +87,17 @@ impl TestStack {
             stack.spawn_app().await;
         }
         stack
+    }
+
+    /// An admin connection to the current master, for reading (or planting)
+    /// what the API wrote.
+    pub async fn master_connection(&self) -> redis::aio::MultiplexedConnection {
+        self.redis.connection(self.redis.master_port().await).await
+    }
+
+    /// The keys of this stack's prefix.
+    pub fn keys(&self) -> evergreen_api::redis::Keys {
+        evergreen_api::redis::Keys::new(self.key_prefix.clone())
     }
 
     /// Settings every instance of this stack uses; tests may change them before

@@ -101,6 +101,18 @@ impl Api {
             .request(method, format!("{}{path}", self.base_url))
     }
 
+    /// The served OpenAPI document (`GET /api/v1/openapi.json`, 200).
+    pub async fn openapi_document(&self) -> Value {
+        expect(
+            self.raw(Method::GET, "/api/v1/openapi.json")
+                .send()
+                .await
+                .expect("answers"),
+            StatusCode::OK,
+        )
+        .await
+    }
+
     fn authed(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
         self.raw(method, &format!("/api/v1{path}"))
             .bearer_auth(token)

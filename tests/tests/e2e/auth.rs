@@ -285,7 +285,7 @@ async fn a_refresh_retried_within_the_reuse_interval_returns_the_same_pair() {
 #[tokio::test]
 async fn without_a_reuse_interval_a_repeated_refresh_ends_the_session() {
     // Arrange
-    let mut stack = TestStack::start_with(0, Default::default()).await;
+    let mut stack = TestStack::sharing(0).await;
     let mut settings = stack.settings();
     settings.auth.refresh_reuse_interval_secs = 0;
     stack.spawn_app_with(settings).await;
@@ -310,7 +310,7 @@ async fn without_a_reuse_interval_a_repeated_refresh_ends_the_session() {
 #[tokio::test]
 async fn logout_ends_the_session_at_once_on_another_instance() {
     // Arrange
-    let stack = TestStack::start_with(2, Default::default()).await;
+    let stack = TestStack::sharing(2).await;
     let (first, second) = (stack.api(0), stack.api(1));
     let session = first.new_customer().await;
     let survivor = first.login_ok(&session.email, &session.password).await;

@@ -15,7 +15,7 @@ const BUYERS: usize = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_concurrent_buyers_on_two_instances_take_exactly_the_stock() {
     // Arrange: two instances, one product with 50 units, ten signed-in buyers.
-    let stack = TestStack::start_with(2, Default::default()).await;
+    let stack = TestStack::sharing(2).await;
     let admin = stack.admin().await;
     let product = stack.api(0).new_product(&admin, 250, STOCK).await;
     let product_id = product["id"].as_str().expect("id").to_owned();

@@ -26,12 +26,9 @@ struct Lab {
 
 impl Lab {
     async fn new() -> Self {
-        let stack = TestStack::start_with(0, Default::default()).await;
-        let redis = stack
-            .redis
-            .connection(stack.redis.master_port().await)
-            .await;
-        let keys = Keys::new(stack.key_prefix.clone());
+        let stack = TestStack::sharing(0).await;
+        let redis = stack.master_connection().await;
+        let keys = stack.keys();
         Self {
             _stack: stack,
             redis,

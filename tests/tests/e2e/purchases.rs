@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use evergreen_api::redis::Keys;
 use evergreen_tests::app::TestStack;
 use evergreen_tests::client::{Api, Session, expect, expect_problem, json};
 use evergreen_tests::wait;
@@ -438,11 +437,8 @@ async fn a_purchase_key_is_kept_24_hours_by_the_shipped_configuration() {
     .await;
 
     // Assert
-    let record = Keys::new(stack.key_prefix.clone()).idempotency(customer.user_id, &key);
-    let mut redis = stack
-        .redis
-        .connection(stack.redis.master_port().await)
-        .await;
+    let record = stack.keys().idempotency(customer.user_id, &key);
+    let mut redis = stack.master_connection().await;
     let ttl: i64 = redis::cmd("TTL")
         .arg(&record)
         .query_async(&mut redis)
@@ -459,7 +455,7 @@ async fn a_retry_while_the_first_request_is_unconfirmed_gets_409_and_later_the_o
     // Arrange: an instance with a 1 s in-flight window, and a purchase whose
     // idempotency record is left "pending", as when the first request's write
     // could not be confirmed (503) or its instance died before answering.
-    let mut stack = TestStack::start_with(0, Default::default()).await;
+    let mut stack = TestStack::sharing(0).await;
     let mut settings = stack.settings();
     settings.store.idempotency_in_flight_secs = 1;
     stack.spawn_app_with(settings).await;
@@ -474,11 +470,8 @@ async fn a_retry_while_the_first_request_is_unconfirmed_gets_409_and_later_the_o
         StatusCode::CREATED,
     )
     .await;
-    let record = Keys::new(stack.key_prefix.clone()).idempotency(customer.user_id, &key);
-    let mut redis = stack
-        .redis
-        .connection(stack.redis.master_port().await)
-        .await;
+    let record = stack.keys().idempotency(customer.user_id, &key);
+    let mut redis = stack.master_connection().await;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970")

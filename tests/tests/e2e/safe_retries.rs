@@ -101,7 +101,7 @@ async fn writes_whose_wait_failed_are_answered_503_and_their_retries_return_the_
         retryable(response);
     }
     let mut on_master = stack.redis.connection(master).await;
-    let keys = evergreen_api::redis::Keys::new(stack.key_prefix.clone());
+    let keys = stack.keys();
     let stock: i64 = on_master
         .hget(keys.product(product.parse().expect("uuid")), "stock")
         .await

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use evergreen_api::redis::Keys;
 use evergreen_api::startup::Application;
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, TestStack};
 use evergreen_tests::client::{Api, expect, expect_problem};
@@ -137,16 +136,13 @@ async fn a_session_kept_alive_by_refreshes_is_still_ended_by_a_password_change()
     let stack = TestStack::start().await;
     let api = stack.api(0);
     let old = stack.customer().await;
-    let keys = Keys::new(stack.key_prefix.clone());
+    let keys = stack.keys();
     let session_id: Uuid = claims_of(&old.access_token)["sid"]
         .as_str()
         .and_then(|sid| sid.parse().ok())
         .expect("a session id claim");
     let sessions_set = keys.user_sessions(old.user_id);
-    let mut redis = stack
-        .redis
-        .connection(stack.redis.master_port().await)
-        .await;
+    let mut redis = stack.master_connection().await;
     let _: () = redis::pipe()
         .cmd("EXPIRE")
         .arg(keys.session(session_id))
@@ -441,7 +437,7 @@ async fn an_admin_can_neither_disable_nor_demote_itself() {
 #[tokio::test]
 async fn two_instances_starting_at_once_create_the_bootstrap_admin_exactly_once() {
     // Arrange: Redis only, then two instances built and started concurrently.
-    let mut stack = TestStack::start_with(0, Default::default()).await;
+    let mut stack = TestStack::sharing(0).await;
     let (first, second) = tokio::join!(
         Application::build(stack.settings()),
         Application::build(stack.settings())

@@ -9,7 +9,6 @@ use evergreen_api::config::Settings;
 use evergreen_tests::app::{JWT_SECRET, TestStack};
 use evergreen_tests::client::{Api, expect, expect_problem, json};
 use evergreen_tests::gateway::{Gateway, GatewayOptions};
-use evergreen_tests::redis_ha::RedisHaOptions;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -19,7 +18,7 @@ use crate::support::header;
 #[tokio::test]
 async fn one_customer_writing_in_a_loop_gets_429_past_its_allowance_and_nobody_else_does() {
     // Arrange: the shipped limits (10 writes a second, bursts of 20).
-    let mut stack = TestStack::start_with(0, RedisHaOptions::default()).await;
+    let mut stack = TestStack::sharing(0).await;
     let mut settings = stack.settings();
     settings.limits = Settings::load_with_overrides(&[("auth.jwt_secret", JWT_SECRET.to_owned())])
         .expect("defaults")
@@ -116,11 +115,8 @@ async fn signing_in_past_the_session_cap_ends_the_least_recently_used_session() 
     .await;
     expect(api.me(&sessions[1].access_token).await, StatusCode::OK).await;
     expect(api.me(&sessions[20].access_token).await, StatusCode::OK).await;
-    let keys = evergreen_api::redis::Keys::new(stack.key_prefix.clone());
-    let mut connection = stack
-        .redis
-        .connection(stack.redis.master_port().await)
-        .await;
+    let keys = stack.keys();
+    let mut connection = stack.master_connection().await;
     let listed: u64 = redis::cmd("ZCARD")
         .arg(keys.user_sessions(customer.user_id))
         .query_async(&mut connection)

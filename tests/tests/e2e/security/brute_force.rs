@@ -12,7 +12,6 @@ use evergreen_api::config::AuthSettings;
 use evergreen_tests::app::{ADMIN_EMAIL, ADMIN_PASSWORD, TestStack};
 use evergreen_tests::client::{Api, expect, expect_problem};
 use evergreen_tests::gateway::Gateway;
-use evergreen_tests::redis_ha::RedisHaOptions;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -27,7 +26,7 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 
 /// A stack whose one instance throttles password checks with `change`d settings.
 async fn stack_with(change: impl FnOnce(&mut AuthSettings)) -> TestStack {
-    let mut stack = TestStack::start_with(0, RedisHaOptions::default()).await;
+    let mut stack = TestStack::sharing(0).await;
     let mut settings = stack.settings();
     change(&mut settings.auth);
     stack.spawn_app_with(settings).await;

@@ -31,7 +31,7 @@ async fn ping(port: u16, credentials: Option<(&str, &str)>) -> Result<String, St
 #[tokio::test]
 async fn redis_and_sentinel_refuse_every_command_without_a_users_password() {
     // Arrange
-    let stack = TestStack::start_with(0, Default::default()).await;
+    let stack = TestStack::sharing(0).await;
     let redis = &stack.redis;
     let credentials = redis.credentials();
     let everyone = [
@@ -77,10 +77,7 @@ async fn a_500_names_no_key_field_value_or_library() {
     let product = api.new_product(&admin, 500, 10).await;
     let id = product["id"].as_str().expect("id");
     let key = format!("{}product:{id}", stack.key_prefix);
-    let mut master = stack
-        .redis
-        .connection(stack.redis.master_port().await)
-        .await;
+    let mut master = stack.master_connection().await;
     let _: () = master
         .hset(&key, "price_cents", "corrupted-by-test")
         .await

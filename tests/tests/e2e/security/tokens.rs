@@ -5,7 +5,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use evergreen_tests::app::{JWT_SECRET, TestStack};
 use evergreen_tests::client::{expect, expect_problem};
-use evergreen_tests::redis_ha::RedisHaOptions;
 use jsonwebtoken::Algorithm;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -28,7 +27,7 @@ async fn refused_everywhere(stack: &TestStack, what: &str, token: &str) {
 }
 
 async fn two_instances() -> TestStack {
-    TestStack::start_with(2, RedisHaOptions::default()).await
+    TestStack::sharing(2).await
 }
 
 #[tokio::test]
