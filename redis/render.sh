@@ -4,7 +4,7 @@
 # Replace every ${VAR} in TEMPLATE with the value of the environment variable
 # VAR and write OUTPUT. Fails, writing nothing, when a referenced variable is
 # unset or empty (an empty password or port would still start Redis, wrongly),
-# when a value contains a newline (it could inject config directives), or when
+# when a value contains a newline (it could inject config directives) or `${`, or when
 # the template holds a `${` that is not a well-formed placeholder.
 #
 # The test harness (tests/src/redis_ha.rs) renders its configs with this script too.
@@ -41,6 +41,9 @@ for var in $vars; do
     case $value in
         *'
 '*) die "$var contains a newline" ;;
+        # Substituted one placeholder at a time: a value holding one would
+        # be expanded by a later pass.
+        *'${'*) die "$var contains \${" ;;
     esac
 done
 [ -z "$missing" ] || die "$template: unset or empty variable(s):$missing"

@@ -53,23 +53,45 @@ fn code(text: &str) -> String {
         .join("\n")
 }
 
-/// The modules a file names through `crate::` paths (`use crate::a::b::{..}`
-/// or `crate::a::b::f()` in code), each as the longest module the path starts with.
+/// The modules a file names through `crate::` paths (`use crate::a::b::{..}`,
+/// `use crate::{a, b::c}` or `crate::a::b::f()` in code), each as the
+/// longest module the path starts with. `super::` and `self::` paths stay
+/// within a module's own family and are not followed.
 fn dependencies(text: &str, modules: &BTreeMap<String, String>) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for (at, _) in text.match_indices("crate::") {
-        let rest = &text[at + "crate::".len()..];
-        let path: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-            .collect();
+    let longest_module = |path: &str| -> Option<String> {
         let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
-        if let Some(module) = (1..=segments.len())
+        (1..=segments.len())
             .rev()
             .map(|n| segments[..n].join("::"))
             .find(|candidate| modules.contains_key(candidate))
-        {
-            found.insert(module);
+    };
+    let path_at = |rest: &str| -> String {
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The group's items at its top level: `a`, `b::c`, `d::{e, f}`.
+            let mut depth = 0;
+            let mut item_start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && !c.is_whitespace() => {
+                        item_start = false;
+                        found.extend(longest_module(&path_at(&group[i..])));
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.extend(longest_module(&path_at(rest)));
         }
     }
     found
@@ -157,6 +179,7 @@ fn the_check_finds_a_circle_of_three_modules() {
             "use crate::state::AppState; // crate::auth",
         ),
         ("config", "// use crate::state;\nuse crate::auth::throttle;"),
+        ("startup", "use crate::{config, state::AppState};"),
     ]
     .into_iter()
     .map(|(name, text)| (name.to_owned(), text.to_owned()))
@@ -167,4 +190,20 @@ fn the_check_finds_a_circle_of_three_modules() {
         assert!(found.iter().any(|m| m == module), "{found:?}");
     }
     assert!(!found.iter().any(|m| m == "config"), "{found:?}");
+}
+
+#[test]
+fn a_grouped_import_names_each_module_of_the_group() {
+    let modules: BTreeMap<String, String> = ["auth", "auth::throttle", "state", "products"]
+        .into_iter()
+        .map(|name| (name.to_owned(), String::new()))
+        .collect();
+    let found = dependencies(
+        "use crate::{auth::throttle::Checks, state, products::{self, Product}};",
+        &modules,
+    );
+    assert_eq!(
+        found.into_iter().collect::<Vec<_>>(),
+        ["auth::throttle", "products", "state"]
+    );
 }

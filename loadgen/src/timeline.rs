@@ -50,7 +50,7 @@ pub struct Marker {
     /// The longest stretch after the marker without a successful write:
     /// from the marker to the first success, between two successes, or from
     /// the last success to the end of the run. The failover tests measure
-    /// the same (tests/src/measure.rs).
+    /// the same (`Report::write_gap` in tests/src/traffic.rs).
     pub write_window_secs: f64,
 }
 

@@ -577,7 +577,7 @@ impl RedisHa {
         self.owned("acl_denials");
         let mut denials = Vec::new();
         for node in self.data.iter().chain(&self.sentinels) {
-            if !node.is_running(self.shared) {
+            if node.child.is_none() {
                 continue;
             }
             let entries: Result<Vec<Vec<redis::Value>>, String> = async {
@@ -723,6 +723,7 @@ impl RedisHa {
     /// replica applies a script's effects, not the script: on a node that is
     /// not the master, the count stays still.
     pub async fn script_calls(&self, port: u16) -> u64 {
+        self.owned("script_calls (other tests run scripts there)");
         let mut connection = self.connection(port).await;
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
@@ -1267,6 +1268,12 @@ mod tests {
         assert!(refused("${EMPTY}").contains("unset or empty variable(s): EMPTY"));
         assert!(refused("${A").contains("template:1: malformed placeholder"));
         assert!(refused("ok\n${A:-x}").contains("template:2: malformed placeholder"));
+        let nested = HashMap::from([("A", "a${B}".to_owned()), ("B", "2".to_owned())]);
+        assert!(
+            render("${A} ${B}", &nested)
+                .expect_err("a placeholder in a value")
+                .contains("A contains ${")
+        );
         let newline = HashMap::from([("A", "1\nrequirepass x".to_owned())]);
         assert!(
             render("${A}", &newline)

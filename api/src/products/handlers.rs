@@ -167,14 +167,18 @@ pub async fn update(
     _admin: Admin,
     id: web::Path<Uuid>,
     body: Body<UpdateProductRequest>,
-    if_match: IfMatch,
+    // Judged after the caller, the body and the product: actix polls every
+    // extractor at once, and a header that is ready first must not answer
+    // for a caller who may not patch at all (403) or a product that is not
+    // there (404).
+    if_match: Result<IfMatch, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let body = body.into_inner();
     let products = state.products();
     let current = products.get_latest(*id).await?.ok_or_else(not_found)?;
     // A tag that is well-formed but not current, or a weak one, is a 412.
-    if !if_match.matches(current.version) {
+    if !if_match?.matches(current.version) {
         return Err(ApiError::PreconditionFailed {
             current: current.etag(),
         });

@@ -7,7 +7,7 @@
 
 use std::io::Read as _;
 
-use evergreen_tests::redis_ha::RedisHa;
+use evergreen_tests::redis_ha::{RedisHa, RedisHaOptions};
 
 #[tokio::main]
 async fn main() {
@@ -15,13 +15,20 @@ async fn main() {
         eprintln!("usage: shared-redis FILE");
         std::process::exit(2);
     };
-    let redis = RedisHa::start(Default::default()).await;
+    // Nothing may fail it over: a 2 s down-after (the failover tests') could
+    // trip on a stall of the busy two-core machine and move the master
+    // under every test that shares it.
+    let redis = RedisHa::start(RedisHaOptions {
+        down_after_ms: 60_000,
+        ..RedisHaOptions::default()
+    })
+    .await;
     // Written beside and renamed: a reader never sees half a description.
     let partial = std::path::PathBuf::from(&file).with_extension("partial");
     std::fs::write(&partial, redis.description().to_string()).expect("the description is written");
     std::fs::rename(&partial, &file).expect("the description is in place");
-    // Until the script closes our stdin (or kills us; the nodes then die
-    // with their process group's shell, or are found by the next run's ports).
+    // Until the script closes our stdin. Killed instead, the nodes still
+    // go: each is started to die with its parent (tests/src/child.rs).
     let _ = tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await;
     drop(redis);
 }

@@ -1,5 +1,7 @@
-//! End-to-end tests: each test starts its own Redis HA topology (master, two
-//! replicas, three Sentinels) and API instances on loopback, and talks HTTP.
+//! End-to-end tests: API instances on loopback over a real Redis HA topology
+//! (master, two replicas, three Sentinels), talking HTTP. Tests that break
+//! nothing share one topology when scripts/test provides it (each under its
+//! own key prefix); tests that break Redis start their own.
 
 mod auth;
 mod concurrency;

@@ -499,6 +499,44 @@ async fn invalid_pagination_and_unknown_parameters_are_refused() {
     );
 }
 
+/// The precondition is judged last: a customer without `If-Match` is told
+/// it may not patch (403), an admin that a product is not there (404) or
+/// that a field is invalid (422), never 428 first.
+#[tokio::test]
+async fn a_missing_if_match_never_answers_before_the_caller_the_body_or_the_product() {
+    // Arrange
+    let (stack, api, admin) = admin_stack().await;
+    let customer = stack.customer().await;
+    let id = id_of(&create_product(&api, &admin, json!({"name": "Original"})).await);
+    let unknown = Uuid::new_v4().to_string();
+
+    // Act
+    let by_customer = api
+        .update_product(&customer.access_token, &id, None, &json!({"name": "Mine"}))
+        .await;
+    let unknown_product = api
+        .update_product(
+            &admin.access_token,
+            &unknown,
+            None,
+            &json!({"name": "Nobody"}),
+        )
+        .await;
+    let invalid_field = api
+        .update_product(&admin.access_token, &id, None, &json!({"price_cents": -1}))
+        .await;
+
+    // Assert
+    expect_problem(by_customer, StatusCode::FORBIDDEN, "forbidden").await;
+    expect_problem(unknown_product, StatusCode::NOT_FOUND, "not_found").await;
+    expect_problem(
+        invalid_field,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_patch_needs_the_current_etag_in_if_match() {
     // Arrange

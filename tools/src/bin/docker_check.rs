@@ -23,7 +23,7 @@
 //!
 //! Needs the images the compose file names (scripts/docker-check builds
 //! offline stand-ins). Run from the repository root:
-//! `cargo run -p evergreen-tests --bin docker-check`.
+//! `cargo run -p evergreen-tools --bin docker-check`.
 
 use std::collections::BTreeSet;
 use std::path::Path;

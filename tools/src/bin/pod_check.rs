@@ -1,5 +1,5 @@
 //! The pod check: the dev overlay of `deploy/kubernetes`, rendered by
-//! `kubectl kustomize`, run as pods on Docker ([`evergreen_tests::pods`]:
+//! `kubectl kustomize`, run as pods on Docker ([`evergreen_tools::pods`]:
 //! pause containers, init containers, probes, cluster DNS, Service VIPs)
 //! and broken the ways a cluster breaks it:
 //!
@@ -24,7 +24,7 @@
 //! In the end every acknowledged purchase is in the store. Needs the images
 //! the manifests name (scripts/docker-check builds offline stand-ins) and
 //! root (VIPs are addresses on the network's bridge). Run from the
-//! repository root: `cargo run -p evergreen-tests --bin pod-check`.
+//! repository root: `cargo run -p evergreen-tools --bin pod-check`.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

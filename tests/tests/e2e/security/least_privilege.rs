@@ -99,7 +99,7 @@ async fn refused(connection: &mut MultiplexedConnection, who: &str, args: &[&str
 #[tokio::test]
 async fn each_redis_user_runs_what_its_job_needs_and_is_refused_the_rest() {
     // Arrange: the shipped ACLs (redis/*.conf.template) on a real topology.
-    let stack = TestStack::sharing(0).await;
+    let stack = TestStack::start_own().await;
     let redis = &stack.redis;
     let credentials = redis.credentials();
     let master = redis.master_port().await;
