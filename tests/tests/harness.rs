@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use evergreen_tests::redis_ha::{RedisHa, RedisHaOptions, templates_dir};
+use evergreen_tests::wait;
 
 /// Setting lines of a config template, comments and blank lines dropped.
 fn directives(name: &str) -> Vec<String> {
@@ -88,14 +89,26 @@ async fn pausing_the_master_promotes_a_replica_and_resuming_turns_the_old_master
         down_after.as_secs_f64(),
     );
 
-    // The new master has its other replica: min-replicas-to-write lets it write.
-    let mut conn = ha.connection(new).await;
-    let _: () = redis::cmd("SET")
-        .arg("after-failover")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .expect("the new master takes writes");
+    // The new master takes writes once Sentinel has pointed the other
+    // replica at it (min-replicas-to-write 1): NOREPLICAS until then (seen
+    // in CI right after the promotion), within seconds.
+    let conn = ha.connection(new).await;
+    wait::until(
+        "the new master to take writes",
+        Duration::from_secs(10),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("SET")
+                    .arg("after-failover")
+                    .arg(1)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
 
     let resumed = Instant::now();
     ha.resume(old);
